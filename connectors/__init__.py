@@ -1,0 +1,1 @@
+"""Connector plugins. ``connectors.base`` is the seam between core and every platform."""

@@ -1,0 +1,177 @@
+"""The Connector protocol and the canonical types every platform package speaks.
+
+Core imports this module and :mod:`connectors.registry`, never a platform package. A
+platform package implements :class:`ConnectorFactory` (registered under the
+``switchyard.connectors`` entry-point group) whose ``create`` returns a :class:`Connector`
+bound to one connection's config and secrets.
+
+Inbound work is synchronous and pure (verify, parse, ack): it runs in the request before
+anything is stored. Everything that talks to the platform is async.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ConnectorKind(enum.StrEnum):
+    CRM = "crm"  # writes go straight back
+    ERP = "erp"  # writes wait for a reviewer unless the connection allows otherwise
+
+
+class ChangeType(enum.StrEnum):
+    CREATED = "created"
+    UPDATED = "updated"
+    DELETED = "deleted"
+
+
+class ChangeEvent(BaseModel):
+    """One platform change, as every connector reports it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    platform_event_id: str = Field(min_length=1, max_length=255)
+    object: str = Field(min_length=1, max_length=200)
+    record_id: str = Field(min_length=1, max_length=255)
+    change_type: ChangeType
+    changed_fields: tuple[str, ...] = ()
+    occurred_at: datetime | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class InboundRequest:
+    """A webhook delivery as received: raw bytes, so signatures can be checked exactly."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str]  # lower-cased names
+    body: bytes
+    query: Mapping[str, str] = field(default_factory=dict)
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    accepted: int
+    duplicates: int
+    jobs: Sequence[int]
+
+
+@dataclass(frozen=True)
+class Ack:
+    """The exact response a platform expects once its events are stored."""
+
+    status_code: int
+    body: bytes
+    media_type: str
+
+
+@dataclass(frozen=True)
+class RecordRef:
+    object: str
+    record_id: str
+
+
+@dataclass(frozen=True)
+class Record:
+    object: str
+    record_id: str
+    fields: Mapping[str, Any]
+    version: str | None = None  # ETag / LastModifiedDate, for optimistic concurrency
+
+
+@dataclass(frozen=True)
+class Patch:
+    object: str
+    record_id: str
+    fields: Mapping[str, Any]
+    expected_version: str | None = None
+
+
+class WriteStatus(enum.StrEnum):
+    WRITTEN = "written"
+    CONFLICT = "conflict"  # the record changed since it was read
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    status: WriteStatus
+    record_id: str
+    version: str | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class FieldMeta:
+    name: str
+    type: str
+    label: str = ""
+    updateable: bool = True
+    required: bool = False
+    picklist_values: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PollResult:
+    events: Sequence[ChangeEvent]
+    cursor: Mapping[str, Any] | None  # stored in the same transaction as the events
+    more: bool = False  # another page is ready now
+
+
+@dataclass(frozen=True)
+class ConnectorContext:
+    """What core tells a connector about its surroundings."""
+
+    connection_id: str
+    webhook_tolerance_seconds: int = 300
+    http_timeout_seconds: float = 30.0
+
+
+@runtime_checkable
+class Connector(Protocol):
+    """One connection's view of its platform."""
+
+    kind: ConnectorKind
+
+    def verify(self, request: InboundRequest) -> None:
+        """Raise ``SignatureInvalid`` unless the request is authentic."""
+
+    def parse(self, request: InboundRequest) -> list[ChangeEvent]:
+        """Raise ``PayloadMalformed`` (with the reason) for a body that cannot be read."""
+
+    def ack(self, result: IngestResult) -> Ack | None:
+        """The platform's required answer, or None for Switchyard's JSON 202."""
+
+    async def poll(self, cursor: Mapping[str, Any] | None) -> PollResult:
+        """Changes since ``cursor``; raise ``NotImplementedError`` if the platform pushes only."""
+
+    async def fetch(self, ref: RecordRef, fields: Sequence[str] | None = None) -> Record: ...
+
+    async def write(self, patch: Patch, idempotency_key: str) -> WriteResult: ...
+
+    async def describe(self, object_name: str) -> list[FieldMeta]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class ConnectorFactory(Protocol):
+    """Registered per platform; validates config and secrets and builds connectors."""
+
+    name: ClassVar[str]
+    kind: ClassVar[ConnectorKind]
+    config_model: ClassVar[type[BaseModel]]
+    secrets_model: ClassVar[type[BaseModel]]
+    supports_polling: ClassVar[bool]
+
+    def create(
+        self, config: Mapping[str, Any], secrets: Mapping[str, Any], context: ConnectorContext
+    ) -> Connector: ...

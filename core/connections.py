@@ -1,0 +1,130 @@
+"""Connections: validated config, secrets encrypted at rest, live connector instances."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from connectors.base import Connector, ConnectorContext, ConnectorFactory
+from connectors.registry import ConnectorRegistry
+from core.crypto import KeyRing
+from core.db.models import Connection
+from core.db.types import new_id, utcnow
+from core.errors import ConnectorConfigInvalid, NotFound
+from core.settings import Settings
+
+
+def _validated(model: type[BaseModel], data: Mapping[str, Any], what: str) -> dict[str, Any]:
+    try:
+        return model.model_validate(dict(data)).model_dump(mode="json")
+    except ValidationError as exc:
+        # Never echo input values: for secrets they are the secret.
+        problems = [
+            f"{what}.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        ]
+        raise ConnectorConfigInvalid("; ".join(problems), errors=problems) from None
+
+
+def seal_secrets(keyring: KeyRing, connection_id: str, secrets: Mapping[str, Any]) -> str:
+    return keyring.encrypt(json.dumps(dict(secrets)).encode(), connection_id.encode())
+
+
+def open_secrets(keyring: KeyRing, connection: Connection) -> dict[str, Any]:
+    if not connection.secrets_encrypted:
+        return {}
+    plain = keyring.decrypt(connection.secrets_encrypted, connection.id.encode())
+    data: dict[str, Any] = json.loads(plain)
+    return data
+
+
+async def create_connection(
+    session: AsyncSession,
+    *,
+    tenant_id: str,
+    factory: ConnectorFactory,
+    name: str,
+    config: Mapping[str, Any],
+    secrets: Mapping[str, Any],
+    keyring: KeyRing,
+    poll_interval_seconds: float | None = None,
+) -> Connection:
+    clean_config = _validated(factory.config_model, config, "config")
+    clean_secrets = _validated(factory.secrets_model, secrets, "secrets")
+    connection_id = new_id("con")
+    connection = Connection(
+        id=connection_id,
+        tenant_id=tenant_id,
+        connector=factory.name,
+        name=name,
+        config=clean_config,
+        secrets_encrypted=seal_secrets(keyring, connection_id, clean_secrets),
+        poll_interval_seconds=poll_interval_seconds if factory.supports_polling else None,
+        next_poll_at=utcnow() if factory.supports_polling and poll_interval_seconds else None,
+    )
+    session.add(connection)
+    await session.flush()
+    return connection
+
+
+async def get_connection(
+    session: AsyncSession, connection_id: str, tenant_id: str | None
+) -> Connection:
+    connection = await session.get(Connection, connection_id)
+    if connection is None or (tenant_id is not None and connection.tenant_id != tenant_id):
+        raise NotFound(f"no connection {connection_id}")
+    return connection
+
+
+async def rotate_secrets(session: AsyncSession, keyring: KeyRing) -> int:
+    """Re-encrypt every connection's secrets under the active key; returns how many changed."""
+    changed = 0
+    rows = (await session.execute(select(Connection))).scalars()
+    for connection in rows:
+        if not connection.secrets_encrypted:
+            continue
+        if KeyRing.key_id_of(connection.secrets_encrypted) == keyring.active_key_id:
+            continue
+        secrets = open_secrets(keyring, connection)
+        connection.secrets_encrypted = seal_secrets(keyring, connection.id, secrets)
+        changed += 1
+    await session.flush()
+    return changed
+
+
+class ConnectorPool:
+    """One live connector per connection, rebuilt when the connection row changes."""
+
+    def __init__(self, registry: ConnectorRegistry, keyring: KeyRing, settings: Settings) -> None:
+        self.registry = registry
+        self._keyring = keyring
+        self._settings = settings
+        self._live: dict[str, tuple[datetime, Connector]] = {}
+
+    async def get(self, connection: Connection) -> Connector:
+        cached = self._live.get(connection.id)
+        if cached is not None and cached[0] == connection.updated_at:
+            return cached[1]
+        factory = self.registry.require(connection.connector)
+        connector = factory.create(
+            connection.config,
+            open_secrets(self._keyring, connection),
+            ConnectorContext(
+                connection_id=connection.id,
+                webhook_tolerance_seconds=self._settings.webhook_tolerance_seconds,
+            ),
+        )
+        self._live[connection.id] = (connection.updated_at, connector)
+        if cached is not None:
+            await cached[1].aclose()
+        return connector
+
+    async def aclose(self) -> None:
+        live, self._live = self._live, {}
+        for _, connector in live.values():
+            await connector.aclose()

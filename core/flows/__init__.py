@@ -1,0 +1,1 @@
+"""Flows: declarative files under mappings/ that say which changes trigger which work."""

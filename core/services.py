@@ -1,0 +1,69 @@
+"""The process's shared services, built once at start and passed explicitly.
+
+The web app keeps one on ``app.state.services``; the worker gets the same object. Nothing
+here is a module global.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from connectors.registry import ConnectorRegistry
+from core.connections import ConnectorPool
+from core.crypto import KeyRing
+from core.db.engine import make_engine, make_sessionmaker
+from core.flows.catalog import FlowCatalog
+from core.metrics import Metrics
+from core.settings import Settings
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    keyring: KeyRing
+    connectors: ConnectorPool
+    metrics: Metrics
+    flows: FlowCatalog
+    http: httpx.AsyncClient  # outbound callbacks; follows no redirects
+
+    async def aclose(self) -> None:
+        await self.connectors.aclose()
+        await self.http.aclose()
+        await self.engine.dispose()
+
+
+def load_keyring(settings: Settings) -> KeyRing:
+    """Keys from settings; in embedded mode a generated key file keeps `make run` zero-setup."""
+    if settings.encryption_keys:
+        return KeyRing.parse([key.get_secret_value() for key in settings.encryption_keys])
+    return KeyRing.from_file(settings.encryption_key_file, create=settings.is_embedded)
+
+
+def build_services(
+    settings: Settings,
+    *,
+    registry: ConnectorRegistry | None = None,
+    metrics: Metrics | None = None,
+    flows: FlowCatalog | None = None,
+) -> Services:
+    engine = make_engine(settings.database_url, pool_size=max(5, settings.worker_concurrency))
+    keyring = load_keyring(settings)
+    return Services(
+        settings=settings,
+        engine=engine,
+        sessions=make_sessionmaker(engine),
+        keyring=keyring,
+        connectors=ConnectorPool(
+            registry or ConnectorRegistry.from_entry_points(), keyring, settings
+        ),
+        metrics=metrics or Metrics(),
+        flows=flows if flows is not None else FlowCatalog.load(settings.mappings_dir),
+        http=httpx.AsyncClient(
+            timeout=settings.callback_timeout_seconds, follow_redirects=False
+        ),
+    )
