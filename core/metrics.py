@@ -53,7 +53,9 @@ class Metrics:
             "switchyard_dead_letters", "Jobs moved to dead, by kind.", ["kind"], registry=r
         )
         self.leases_recovered = Counter(
-            "switchyard_leases_recovered", "Expired leases taken back from lost workers.", registry=r
+            "switchyard_leases_recovered",
+            "Expired leases taken back from lost workers.",
+            registry=r,
         )
         self.callbacks = Counter(
             "switchyard_callback_deliveries",

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, func, select, update
+from sqlalchemy import and_, case, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.db.dialect import insert_ignoring_conflicts
@@ -109,7 +109,7 @@ async def enqueue(session: AsyncSession, jobs: Sequence[NewJob]) -> list[int]:
             where=Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]),
         )
     else:
-        statement = Job.__table__.insert()
+        statement = insert(Job)
     result = await session.execute(statement.returning(Job.id), rows)
     return [row[0] for row in result]
 

@@ -63,7 +63,5 @@ def build_services(
         ),
         metrics=metrics or Metrics(),
         flows=flows if flows is not None else FlowCatalog.load(settings.mappings_dir),
-        http=httpx.AsyncClient(
-            timeout=settings.callback_timeout_seconds, follow_redirects=False
-        ),
+        http=httpx.AsyncClient(timeout=settings.callback_timeout_seconds, follow_redirects=False),
     )

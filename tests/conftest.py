@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -33,19 +33,16 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
+def postgres_url() -> str:
     if not PG_URL:
         pytest.skip("SWITCHYARD_TEST_DATABASE_URL is not set")
     upgrade(PG_URL)
-    yield PG_URL
+    return PG_URL
 
 
 def _truncate_postgres(url: str) -> None:
     sync_url = make_url(url).set(drivername="postgresql+psycopg")
-    try:
-        engine = create_engine(sync_url)
-    except ImportError:  # pragma: no cover - psycopg is a dev dependency
-        raise
+    engine = create_engine(sync_url)
     tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
     with engine.begin() as connection:
         connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
