@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,13 +22,20 @@ from core.settings import Settings
 
 def _validated(model: type[BaseModel], data: Mapping[str, Any], what: str) -> dict[str, Any]:
     try:
-        return model.model_validate(dict(data)).model_dump(mode="json")
+        parsed = model.model_validate(dict(data))
     except ValidationError as exc:
         # Never echo input values: for secrets they are the secret.
         problems = [
             f"{what}.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
         ]
         raise ConnectorConfigInvalid("; ".join(problems), errors=problems) from None
+    # JSON mode masks SecretStr fields as "**********"; put the real values back.
+    dumped = parsed.model_dump(mode="json", exclude_none=True)
+    for key in dumped:
+        value = getattr(parsed, key)
+        if isinstance(value, SecretStr):
+            dumped[key] = value.get_secret_value()
+    return dumped
 
 
 def seal_secrets(keyring: KeyRing, connection_id: str, secrets: Mapping[str, Any]) -> str:

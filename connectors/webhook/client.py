@@ -1,0 +1,92 @@
+"""Outbound side: fetch and write records over the tool's JSON REST API (httpx).
+
+``GET {base_url}/{object}/{id}`` returns the record as a JSON object; ``PATCH`` the same
+path with the changed fields. The record's ``ETag`` (if any) is its version: writes send
+``If-Match`` so a record changed since it was read answers 412 → ``WriteStatus.CONFLICT``.
+Every write carries ``Idempotency-Key``. httpx errors are translated here, once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from connectors.base import Patch, Record, RecordRef, WriteResult, WriteStatus
+from core.errors import ConnectorTerminalError, ConnectorTransientError
+
+RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after", "")
+    return float(value) if value.replace(".", "", 1).isdigit() else None
+
+
+def _raise_for_status(response: httpx.Response, what: str) -> None:
+    if response.is_success:
+        return
+    detail = f"{what}: HTTP {response.status_code} {response.text[:300]}"
+    if response.status_code in RETRYABLE_STATUS:
+        raise ConnectorTransientError(detail, retry_after=_retry_after(response))
+    raise ConnectorTerminalError(detail, status_code=response.status_code)
+
+
+@contextmanager
+def _translate(what: str) -> Iterator[None]:
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise ConnectorTransientError(f"{what}: timed out ({exc})") from exc
+    except httpx.TransportError as exc:
+        raise ConnectorTransientError(f"{what}: {type(exc).__name__}: {exc}") from exc
+
+
+class RecordsClient:
+    def __init__(self, base_url: str, *, token: str | None, timeout: float) -> None:
+        headers = {"Accept": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"), headers=headers, timeout=timeout
+        )
+
+    @staticmethod
+    def _path(object_name: str, record_id: str) -> str:
+        return f"/{quote(object_name, safe='')}/{quote(record_id, safe='')}"
+
+    async def fetch(self, ref: RecordRef, fields: Sequence[str] | None) -> Record:
+        what = f"GET {ref.object}/{ref.record_id}"
+        params = {"fields": ",".join(fields)} if fields else None
+        with _translate(what):
+            response = await self._http.get(self._path(ref.object, ref.record_id), params=params)
+        _raise_for_status(response, what)
+        body: Any = response.json()
+        if not isinstance(body, Mapping):
+            raise ConnectorTerminalError(f"{what}: expected a JSON object")
+        values = {k: v for k, v in body.items() if not fields or k in fields}
+        return Record(ref.object, ref.record_id, values, response.headers.get("etag"))
+
+    async def write(self, patch: Patch, idempotency_key: str) -> WriteResult:
+        what = f"PATCH {patch.object}/{patch.record_id}"
+        headers = {"Idempotency-Key": idempotency_key}
+        if patch.expected_version:
+            headers["If-Match"] = patch.expected_version
+        with _translate(what):
+            response = await self._http.patch(
+                self._path(patch.object, patch.record_id),
+                json=dict(patch.fields),
+                headers=headers,
+            )
+        if response.status_code == 412:
+            return WriteResult(
+                WriteStatus.CONFLICT, patch.record_id, detail="record changed since it was read"
+            )
+        _raise_for_status(response, what)
+        return WriteResult(WriteStatus.WRITTEN, patch.record_id, response.headers.get("etag"))
+
+    async def aclose(self) -> None:
+        await self._http.aclose()

@@ -1,0 +1,73 @@
+"""Inbound side of the webhook connector: signature check and body parsing.
+
+Body: ``{"events": [{"id", "object", "record_id", "type", "changed_fields", "occurred_at",
+"data"}]}``, signed with the same ``Switchyard-Signature`` scheme as our callbacks.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from connectors.base import ChangeEvent, ChangeType, InboundRequest
+from core import signing
+from core.errors import InvalidRequest, PayloadMalformed
+
+MAX_EVENTS_PER_DELIVERY = 500
+
+
+class _InboundEvent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=255)
+    object: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.-]+$")
+    record_id: str = Field(min_length=1, max_length=255)
+    type: Literal["created", "updated", "deleted"]
+    changed_fields: list[str] = Field(default_factory=list, max_length=1000)
+    occurred_at: datetime | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class _Delivery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[_InboundEvent] = Field(min_length=1, max_length=MAX_EVENTS_PER_DELIVERY)
+
+
+def verify(request: InboundRequest, secrets: list[str], tolerance_seconds: int) -> None:
+    signing.verify(
+        secrets,
+        request.header(signing.HEADER),
+        request.body,
+        tolerance_seconds=tolerance_seconds,
+    )
+
+
+def parse(request: InboundRequest) -> list[ChangeEvent]:
+    try:
+        raw = json.loads(request.body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PayloadMalformed(f"body is not JSON: {exc}") from None
+    try:
+        delivery = _Delivery.model_validate(raw)
+    except ValidationError as exc:
+        problems = [
+            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
+            for err in exc.errors()
+        ]
+        raise InvalidRequest("; ".join(problems[:20]), errors=problems[:20]) from None
+    return [
+        ChangeEvent(
+            platform_event_id=event.id,
+            object=event.object,
+            record_id=event.record_id,
+            change_type=ChangeType(event.type),
+            changed_fields=tuple(event.changed_fields),
+            occurred_at=event.occurred_at,
+            data=event.data,
+        )
+        for event in delivery.events
+    ]
