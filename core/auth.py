@@ -1,0 +1,95 @@
+"""Tenants and API keys.
+
+A key reads ``sy_<prefix>_<secret>``. It is shown once; the database keeps the prefix (to
+find the row) and a SHA-256 of the whole key. Keys are 256-bit random values, so a fast
+hash is enough (no password stretching needed), and the comparison is constant-time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.db.models import ApiKey, Role, Tenant
+from core.db.types import new_id, utcnow
+from core.errors import Conflict, NotFound, Unauthenticated
+
+KEY_PREFIX = "sy"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a tenant's API key and its role."""
+
+    tenant_id: str
+    key_id: str
+    role: Role
+
+    @property
+    def actor(self) -> str:
+        return f"key:{self.key_id}"
+
+
+def _hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+async def create_tenant(session: AsyncSession, name: str) -> Tenant:
+    if await session.scalar(select(Tenant.id).where(Tenant.name == name)):
+        raise Conflict(f"a tenant named {name!r} already exists")
+    tenant = Tenant(id=new_id("ten"), name=name)
+    session.add(tenant)
+    await session.flush()
+    return tenant
+
+
+async def tenant_by_name(session: AsyncSession, name: str) -> Tenant:
+    tenant = await session.scalar(select(Tenant).where(Tenant.name == name))
+    if tenant is None:
+        raise NotFound(f"no tenant named {name!r}; create it with `switchyard tenants create`")
+    return tenant
+
+
+async def create_api_key(
+    session: AsyncSession, tenant_id: str, role: Role, name: str = ""
+) -> tuple[ApiKey, str]:
+    """Returns the stored row and the plaintext key, which is never retrievable again."""
+    prefix = secrets.token_hex(6)
+    plaintext = f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
+    key = ApiKey(
+        id=new_id("key"),
+        tenant_id=tenant_id,
+        role=role.value,
+        name=name,
+        prefix=prefix,
+        key_hash=_hash(plaintext),
+    )
+    session.add(key)
+    await session.flush()
+    return key, plaintext
+
+
+async def authenticate(session: AsyncSession, presented: str) -> Principal:
+    parts = presented.split("_", 2)
+    if len(parts) != 3 or parts[0] != KEY_PREFIX:
+        raise Unauthenticated("malformed API key")
+    key = await session.scalar(select(ApiKey).where(ApiKey.prefix == parts[1]))
+    # Hash even when no row matched so a miss costs the same as a wrong secret.
+    digest = _hash(presented)
+    if key is None or not hmac.compare_digest(digest, key.key_hash) or key.revoked_at:
+        raise Unauthenticated("unknown or revoked API key")
+    return Principal(tenant_id=key.tenant_id, key_id=key.id, role=Role(key.role))
+
+
+async def revoke_api_key(session: AsyncSession, key_id: str, tenant_id: str) -> ApiKey:
+    key = await session.get(ApiKey, key_id)
+    if key is None or key.tenant_id != tenant_id:
+        raise NotFound(f"no API key {key_id}")
+    key.revoked_at = utcnow()
+    await session.flush()
+    return key

@@ -1,0 +1,1 @@
+"""The HTTP edge: FastAPI app factory, one router per resource, problem responses."""
