@@ -1,0 +1,244 @@
+"""The ``switchyard`` command.
+
+Every failure the user can fix prints one line saying what to do and exits with 2; nothing
+prints a traceback for a known error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+from sqlalchemy import select
+
+from core.db.models import Job, JobStatus, Role
+from core.errors import SwitchyardError
+from core.settings import Settings, load_settings
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    help="Switchyard: integration middleware between CRM/ERP systems and the Claude API.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
+tenants_app = typer.Typer(help="Tenants.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
+jobs_app = typer.Typer(help="Jobs in the durable queue.", no_args_is_help=True)
+secrets_app = typer.Typer(help="Encryption keys for secrets at rest.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(tenants_app, name="tenants")
+app.add_typer(keys_app, name="keys")
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(secrets_app, name="secrets")
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code=2)
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except SwitchyardError as exc:
+        raise _fail(exc.detail) from None
+
+
+def _run(factory: Callable[[Settings], Awaitable[T]]) -> T:
+    """Run one async command with settings and logging set up; known errors → exit 2."""
+    from core.logging import configure_logging
+
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        return asyncio.run(factory(settings))
+    except SwitchyardError as exc:
+        raise _fail(exc.detail) from None
+
+
+async def _with_services(settings: Settings, body: Callable[[Any], Awaitable[T]]) -> T:
+    from core.db.migrate import assert_migrated
+    from core.services import build_services
+
+    services = build_services(settings)
+    try:
+        await assert_migrated(services.engine)
+        return await body(services)
+    finally:
+        await services.aclose()
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the database to the code's schema."""
+    from core.db.migrate import upgrade
+
+    settings = _settings()
+    try:
+        upgrade(settings.database_url)
+    except SwitchyardError as exc:
+        raise _fail(exc.detail) from None
+    typer.echo("database is up to date")
+
+
+@app.command()
+def serve(
+    demo: Annotated[bool, typer.Option(help="Start sandboxes, a demo tenant and flows.")] = False,
+    host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port.")] = None,
+    worker: Annotated[
+        bool | None,
+        typer.Option(help="Run a worker in this process (default: yes on embedded SQLite)."),
+    ] = None,
+) -> None:
+    """Serve the API (and, in embedded mode, an in-process worker)."""
+    from core.server import serve as run_server
+
+    _run(lambda settings: run_server(settings, demo=demo, host=host, port=port, worker=worker))
+
+
+@app.command("worker")
+def worker_command() -> None:
+    """Run a worker: claims jobs until SIGTERM/SIGINT, then drains within the grace period."""
+    from core.server import run_standalone_worker
+
+    _run(run_standalone_worker)
+
+
+@tenants_app.command("create")
+def tenants_create(name: str) -> None:
+    """Create a tenant."""
+    from core.auth import create_tenant
+
+    async def body(services: Any) -> str:
+        async with services.sessions.begin() as session:
+            tenant = await create_tenant(session, name)
+            return tenant.id
+
+    tenant_id = _run(lambda s: _with_services(s, body))
+    typer.echo(f"created tenant {name} ({tenant_id})")
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: Annotated[str, typer.Option(help="Tenant name.")],
+    role: Annotated[Role, typer.Option(help="admin, reviewer or service.")],
+    name: Annotated[str, typer.Option(help="A label for the key.")] = "",
+) -> None:
+    """Create an API key and print it once (it is stored only as a hash)."""
+    from core import audit
+    from core.auth import create_api_key, tenant_by_name
+
+    async def body(services: Any) -> str:
+        async with services.sessions.begin() as session:
+            found = await tenant_by_name(session, tenant)
+            key, plaintext = await create_api_key(session, found.id, role, name)
+            await audit.record(
+                session,
+                tenant_id=found.id,
+                actor="cli",
+                action="api_key.create",
+                object_type="api_key",
+                object_id=key.id,
+                role=role.value,
+            )
+            return plaintext
+
+    plaintext = _run(lambda s: _with_services(s, body))
+    typer.echo(plaintext)
+    typer.echo("store this key now: it cannot be shown again", err=True)
+
+
+@jobs_app.command("list")
+def jobs_list(
+    status: Annotated[JobStatus | None, typer.Option(help="Only this status.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """List the newest jobs across tenants (operator view)."""
+
+    async def body(services: Any) -> list[Job]:
+        async with services.sessions() as session:
+            query = select(Job).order_by(Job.id.desc()).limit(limit)
+            if status is not None:
+                query = query.where(Job.status == status.value)
+            return list((await session.execute(query)).scalars())
+
+    jobs = _run(lambda s: _with_services(s, body))
+    for job in jobs:
+        if as_json:
+            typer.echo(
+                json.dumps(
+                    {
+                        "id": job.id,
+                        "tenant_id": job.tenant_id,
+                        "kind": job.kind,
+                        "status": job.status,
+                        "flow": job.flow,
+                        "attempts": job.attempts,
+                        "last_error": job.last_error,
+                        "trace_id": job.trace_id,
+                    }
+                )
+            )
+        else:
+            error = f"  {job.last_error[:80]}" if job.last_error else ""
+            typer.echo(
+                f"{job.id:>8}  {job.status:<15} {job.kind:<16} {job.flow or '-':<30} "
+                f"attempts={job.attempts}{error}"
+            )
+
+
+@jobs_app.command("replay")
+def jobs_replay(job_id: int) -> None:
+    """Run a dead or cancelled job again from its first attempt."""
+    from core import audit, queue
+
+    async def body(services: Any) -> None:
+        async with services.sessions.begin() as session:
+            job = await queue.replay(session, job_id, None)
+            await audit.record(
+                session,
+                tenant_id=job.tenant_id,
+                actor="cli",
+                action="job.replay",
+                object_type="job",
+                object_id=str(job.id),
+            )
+
+    _run(lambda s: _with_services(s, body))
+    typer.echo(f"job {job_id} queued again")
+
+
+@secrets_app.command("new-key")
+def secrets_new_key(key_id: Annotated[str, typer.Argument(help="A name for the key.")]) -> None:
+    """Print a fresh KEY_ID:KEY entry for SWITCHYARD_ENCRYPTION_KEYS."""
+    from core.crypto import generate_key
+
+    typer.echo(f"{key_id}:{generate_key()}")
+
+
+@secrets_app.command("rotate")
+def secrets_rotate() -> None:
+    """Re-encrypt every stored secret under the first (active) key."""
+    from core.connections import rotate_secrets
+
+    async def body(services: Any) -> int:
+        async with services.sessions.begin() as session:
+            return await rotate_secrets(session, services.keyring)
+
+    changed = _run(lambda s: _with_services(s, body))
+    typer.echo(f"re-encrypted {changed} connection secret(s)")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Process assembly: the API server (with an in-process worker in embedded mode) and the
+standalone worker. This is the only place that wires web, worker and callbacks together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import uvicorn
+
+from core.callbacks import on_job_finished
+from core.db.migrate import assert_migrated
+from core.jobkinds import builtin_handlers
+from core.logging import get_logger
+from core.services import build_services
+from core.settings import Settings
+from core.web.app import create_app
+from core.worker import Worker, run_worker
+
+log = get_logger(__name__)
+
+
+async def serve(
+    settings: Settings,
+    *,
+    demo: bool = False,
+    host: str | None = None,
+    port: int | None = None,
+    worker: bool | None = None,
+) -> None:
+    services = build_services(settings)
+    try:
+        await assert_migrated(services.engine)
+        app = create_app(services)
+        config = uvicorn.Config(
+            app,
+            host=host or settings.host,
+            port=port or settings.port,
+            log_config=None,
+            access_log=False,
+            server_header=False,
+        )
+        server = uvicorn.Server(config)
+        stop = asyncio.Event()
+        tasks: list[asyncio.Task[None]] = []
+        if settings.is_embedded if worker is None else worker:
+            in_process = Worker(services, builtin_handlers(), listeners=[on_job_finished])
+            app.state.wake_worker = in_process.wake
+            tasks.append(asyncio.create_task(in_process.run(stop), name="worker"))
+        if demo:
+            from core.demo import run_demo
+
+            tasks.append(asyncio.create_task(run_demo(services, server, stop), name="demo"))
+        try:
+            await server.serve()
+        finally:
+            # uvicorn handled SIGTERM/SIGINT and drained HTTP; now drain the worker.
+            stop.set()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+    finally:
+        await services.aclose()
+
+
+async def run_standalone_worker(settings: Settings) -> None:
+    services = build_services(settings)
+    try:
+        await assert_migrated(services.engine)
+        await run_worker(services, builtin_handlers(), listeners=[on_job_finished])
+    finally:
+        await services.aclose()
