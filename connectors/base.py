@@ -163,6 +163,27 @@ class Connector(Protocol):
     async def aclose(self) -> None: ...
 
 
+@runtime_checkable
+class DemoSandbox(Protocol):
+    """A running local stand-in for a platform, started by ``switchyard serve --demo``."""
+
+    label: str  # shown to people, always says it is a sandbox
+    config: Mapping[str, Any]  # connection config pointing at the sandbox
+    secrets: Mapping[str, Any]
+
+    async def activity(self, hook_url: str) -> None:
+        """Make changes in the sandbox and deliver them to ``hook_url`` until cancelled."""
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class DemoCapable(Protocol):
+    """Optional factory extra: a connector whose package ships a demo sandbox."""
+
+    async def start_demo_sandbox(self) -> DemoSandbox: ...
+
+
 class ConnectorFactory(Protocol):
     """Registered per platform; validates config and secrets and builds connectors."""
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -49,7 +49,7 @@ def _settings() -> Settings:
         raise _fail(exc.detail) from None
 
 
-def _run(factory: Callable[[Settings], Awaitable[T]]) -> T:
+def _run(factory: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
     """Run one async command with settings and logging set up; known errors → exit 2."""
     from core.logging import configure_logging
 
@@ -61,7 +61,7 @@ def _run(factory: Callable[[Settings], Awaitable[T]]) -> T:
         raise _fail(exc.detail) from None
 
 
-async def _with_services(settings: Settings, body: Callable[[Any], Awaitable[T]]) -> T:
+async def _with_services(settings: Settings, body: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
     from core.db.migrate import assert_migrated
     from core.services import build_services
 

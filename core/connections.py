@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, SecretStr, ValidationError
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from connectors.base import Connector, ConnectorContext, ConnectorFactory
 from connectors.registry import ConnectorRegistry
@@ -104,6 +105,11 @@ async def rotate_secrets(session: AsyncSession, keyring: KeyRing) -> int:
     return changed
 
 
+# Webhook ingress reads a connection at most this often: a changed secret or a deleted
+# connection takes effect within this time, and a burst of deliveries costs one read.
+INGRESS_ROW_SECONDS = 1.0
+
+
 class ConnectorPool:
     """One live connector per connection, rebuilt when the connection row changes."""
 
@@ -112,6 +118,25 @@ class ConnectorPool:
         self._keyring = keyring
         self._settings = settings
         self._live: dict[str, tuple[datetime, Connector]] = {}
+        self._rows: dict[str, tuple[float, Connection]] = {}
+
+    async def for_ingress(
+        self, sessions: async_sessionmaker[AsyncSession], connection_id: str
+    ) -> tuple[Connection, Connector]:
+        """The connection (re-read at most every INGRESS_ROW_SECONDS) and its connector."""
+        now = time.monotonic()
+        cached = self._rows.get(connection_id)
+        if cached is not None and now - cached[0] < INGRESS_ROW_SECONDS:
+            connection = cached[1]
+        else:
+            async with sessions() as session:
+                found = await session.get(Connection, connection_id)
+            if found is None:
+                self._rows.pop(connection_id, None)
+                raise NotFound(f"no connection {connection_id}")
+            connection = found
+            self._rows[connection_id] = (now, connection)
+        return connection, await self.get(connection)
 
     async def get(self, connection: Connection) -> Connector:
         cached = self._live.get(connection.id)

@@ -15,6 +15,7 @@ The tree::
     ├── Unauthenticated              401: no or unknown API key
     ├── Forbidden                    403: the key's role may not do this
     ├── NotFound                     404: absent, or owned by another tenant
+    ├── MethodNotAllowed             405: the route exists, the HTTP method does not
     ├── Conflict                     409: state does not allow the operation
     ├── InvalidRequest               422: a request body that fails validation
     ├── PayloadTooLarge              413
@@ -23,6 +24,7 @@ The tree::
     ├── SignatureInvalid             401: an inbound webhook failed verification
     ├── PayloadMalformed             400: an inbound body that cannot be parsed
     ├── DestinationRefused           422: a callback URL resolving to a forbidden network
+    ├── DatabaseUnavailable          (+ TransientError) 503: the database cannot be reached
     └── ConnectorError               a platform call failed
         ├── ConnectorTransientError  (+ TransientError) timeouts, 5xx, throttling
         └── ConnectorTerminalError   (+ TerminalError) 4xx that a retry cannot fix
@@ -85,6 +87,12 @@ class NotFound(TerminalError):
     status = 404
 
 
+class MethodNotAllowed(TerminalError):
+    problem_type = "method-not-allowed"
+    title = "Method not allowed on this resource"
+    status = 405
+
+
 class Conflict(TerminalError):
     problem_type = "conflict"
     title = "Conflict with the object's current state"
@@ -131,6 +139,12 @@ class DestinationRefused(TerminalError):
     problem_type = "destination-refused"
     title = "Callback destination not allowed"
     status = 422
+
+
+class DatabaseUnavailable(TransientError):
+    problem_type = "database-unavailable"
+    title = "The database cannot be reached"
+    status = 503
 
 
 class ConnectorError(SwitchyardError):

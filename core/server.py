@@ -8,16 +8,23 @@ import contextlib
 
 import uvicorn
 
-from core.callbacks import on_job_finished
+from core.callbacks import make_finish_listener
 from core.db.migrate import assert_migrated
+from core.handlers import Handlers
 from core.jobkinds import builtin_handlers
 from core.logging import get_logger
+from core.queue import FinishListener
 from core.services import build_services
 from core.settings import Settings
 from core.web.app import create_app
 from core.worker import Worker, run_worker
 
 log = get_logger(__name__)
+
+
+def _callbacks_listener(handlers: Handlers) -> FinishListener:
+    """Deliveries for finished jobs, except kinds registered as silent (notify=False)."""
+    return make_finish_listener(kind.name for kind in handlers if not kind.notify)
 
 
 async def serve(
@@ -44,7 +51,8 @@ async def serve(
         stop = asyncio.Event()
         tasks: list[asyncio.Task[None]] = []
         if settings.is_embedded if worker is None else worker:
-            in_process = Worker(services, builtin_handlers(), listeners=[on_job_finished])
+            handlers = builtin_handlers()
+            in_process = Worker(services, handlers, listeners=[_callbacks_listener(handlers)])
             app.state.wake_worker = in_process.wake
             tasks.append(asyncio.create_task(in_process.run(stop), name="worker"))
         if demo:
@@ -67,6 +75,7 @@ async def run_standalone_worker(settings: Settings) -> None:
     services = build_services(settings)
     try:
         await assert_migrated(services.engine)
-        await run_worker(services, builtin_handlers(), listeners=[on_job_finished])
+        handlers = builtin_handlers()
+        await run_worker(services, handlers, listeners=[_callbacks_listener(handlers)])
     finally:
         await services.aclose()

@@ -16,6 +16,7 @@ from core.connections import ConnectorPool
 from core.crypto import KeyRing
 from core.db.engine import make_engine, make_sessionmaker
 from core.flows.catalog import FlowCatalog
+from core.ingest_writer import IngestWriter
 from core.metrics import Metrics
 from core.settings import Settings
 
@@ -29,9 +30,11 @@ class Services:
     connectors: ConnectorPool
     metrics: Metrics
     flows: FlowCatalog
+    ingest: IngestWriter  # group commit for webhook ingress
     http: httpx.AsyncClient  # outbound callbacks; follows no redirects
 
     async def aclose(self) -> None:
+        await self.ingest.aclose()
         await self.connectors.aclose()
         await self.http.aclose()
         await self.engine.dispose()
@@ -53,15 +56,21 @@ def build_services(
 ) -> Services:
     engine = make_engine(settings.database_url, pool_size=max(5, settings.worker_concurrency))
     keyring = load_keyring(settings)
+    sessions = make_sessionmaker(engine)
+    catalog = flows if flows is not None else FlowCatalog.load(settings.mappings_dir)
     return Services(
         settings=settings,
         engine=engine,
-        sessions=make_sessionmaker(engine),
+        sessions=sessions,
         keyring=keyring,
         connectors=ConnectorPool(
-            registry or ConnectorRegistry.from_entry_points(), keyring, settings
+            registry if registry is not None else ConnectorRegistry.from_entry_points(),
+            keyring,
+            settings,
         ),
         metrics=metrics or Metrics(),
-        flows=flows if flows is not None else FlowCatalog.load(settings.mappings_dir),
+        flows=catalog,
+        # SQLite has one writer, so one transaction at a time; PostgreSQL overlaps two.
+        ingest=IngestWriter(sessions, catalog, flushers=1 if settings.is_embedded else 2),
         http=httpx.AsyncClient(timeout=settings.callback_timeout_seconds, follow_redirects=False),
     )

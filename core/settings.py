@@ -49,7 +49,9 @@ class Settings(BaseSettings):
         DEFAULT_DATABASE_URL,
         description="SQLAlchemy URL; sqlite:/// (embedded) or postgresql:// (scale-out).",
     )
-    redis_url: str | None = Field(None, description="Redis for shared limits and caches.")
+    redis_url: str | None = Field(
+        None, description="Redis for limits and caches shared across instances (gateway)."
+    )
     encryption_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
         description="Comma-separated KEY_ID:BASE64_32_BYTES; the first encrypts, all decrypt.",
@@ -72,10 +74,14 @@ class Settings(BaseSettings):
         description="CIDRs callbacks may reach despite being private (e.g. 127.0.0.0/8).",
     )
     mappings_dir: Path = Field(Path("mappings"), description="Flow files (mappings/<platform>/).")
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["json", "console"] = "json"
-    host: str = "127.0.0.1"
-    port: int = Field(8000, gt=0, lt=65536)
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log level."
+    )
+    log_format: Literal["json", "console"] = Field(
+        "json", description="json (one object per line) or console."
+    )
+    host: str = Field("127.0.0.1", description="`switchyard serve` bind address.")
+    port: int = Field(8000, gt=0, lt=65536, description="`switchyard serve` port.")
 
     @field_validator("encryption_keys", "callback_allow_networks", mode="before")
     @classmethod

@@ -12,6 +12,7 @@ from connectors.base import (
     ChangeEvent,
     ConnectorContext,
     ConnectorKind,
+    DemoSandbox,
     FieldMeta,
     InboundRequest,
     IngestResult,
@@ -88,6 +89,11 @@ class WebhookConnectorFactory:
     config_model: ClassVar[type[WebhookConfig]] = WebhookConfig
     secrets_model: ClassVar[type[WebhookSecrets]] = WebhookSecrets
     supports_polling: ClassVar[bool] = False
+
+    async def start_demo_sandbox(self) -> DemoSandbox:
+        from connectors.webhook.demo import WebhookDemo
+
+        return await WebhookDemo().start()
 
     def create(
         self, config: Mapping[str, Any], secrets: Mapping[str, Any], context: ConnectorContext

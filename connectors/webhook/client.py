@@ -64,7 +64,10 @@ class RecordsClient:
         with _translate(what):
             response = await self._http.get(self._path(ref.object, ref.record_id), params=params)
         _raise_for_status(response, what)
-        body: Any = response.json()
+        try:
+            body: Any = response.json()
+        except ValueError:  # e.g. an HTML page: base_url points at the wrong server
+            body = None
         if not isinstance(body, Mapping):
             raise ConnectorTerminalError(f"{what}: expected a JSON object")
         values = {k: v for k, v in body.items() if not fields or k in fields}

@@ -2,15 +2,17 @@
 
 Body: ``{"events": [{"id", "object", "record_id", "type", "changed_fields", "occurred_at",
 "data"}]}``, signed with the same ``Switchyard-Signature`` scheme as our callbacks.
+``occurred_at`` without a UTC offset is read as UTC. ``NaN``/``Infinity`` are refused: they
+are not JSON, and PostgreSQL's JSONB would reject them only at insert time.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import datetime
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Any, Literal, NoReturn
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from connectors.base import ChangeEvent, ChangeType, InboundRequest
 from core import signing
@@ -30,6 +32,14 @@ class _InboundEvent(BaseModel):
     occurred_at: datetime | None = None
     data: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("occurred_at")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        # Stored in a UTC column, which refuses naive datetimes.
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
 
 class _Delivery(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -46,11 +56,17 @@ def verify(request: InboundRequest, secrets: list[str], tolerance_seconds: int) 
     )
 
 
+def _no_constants(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def parse(request: InboundRequest) -> list[ChangeEvent]:
     try:
-        raw = json.loads(request.body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raw = json.loads(request.body, parse_constant=_no_constants)
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
         raise PayloadMalformed(f"body is not JSON: {exc}") from None
+    except RecursionError:
+        raise PayloadMalformed("body is not JSON: nested too deeply") from None
     try:
         delivery = _Delivery.model_validate(raw)
     except ValidationError as exc:

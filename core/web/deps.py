@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
+import structlog
 from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.auth import Principal, authenticate
 from core.db.models import Role
 from core.errors import Forbidden, Unauthenticated
+from core.queue import new_trace_id
 from core.services import Services
 
 
@@ -32,14 +35,39 @@ async def get_session(services: ServicesDep) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
-def _presented_key(request: Request) -> str:
-    authorization = request.headers.get("authorization", "")
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    api_key = request.headers.get("x-api-key", "").strip()
-    if api_key:
-        return api_key
+def get_trace_id(request: Request) -> str:
+    """The request's trace id (set by the request-context middleware from ``traceparent``)."""
+    state = request.scope.setdefault("state", {})
+    trace_id: str | None = state.get("trace_id")
+    if trace_id is None:  # the app was mounted without its middleware
+        trace_id = state["trace_id"] = new_trace_id()
+    return trace_id
+
+
+TraceIdDep = Annotated[str, Depends(get_trace_id)]
+
+
+def wake_worker(request: Request) -> None:
+    """Nudge the in-process worker, if the CLI attached one, so new jobs start at once.
+
+    Call it after the jobs' transaction committed (e.g. as a background task of the
+    response); woken before, the worker would find nothing and sleep a poll interval.
+    """
+    wake: Callable[[], None] | None = getattr(request.app.state, "wake_worker", None)
+    if wake is not None:
+        wake()
+
+
+# Declared as security schemes so /docs offers both ways of sending the key.
+_bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer KEY`")
+_api_key_header = APIKeyHeader(name="x-api-key", auto_error=False, description="`x-api-key: KEY`")
+
+
+def _presented_key(bearer: HTTPAuthorizationCredentials | None, api_key: str | None) -> str:
+    if bearer is not None and bearer.credentials.strip():
+        return bearer.credentials.strip()
+    if api_key and api_key.strip():
+        return api_key.strip()
     raise Unauthenticated("send the API key as `Authorization: Bearer KEY` or `x-api-key: KEY`")
 
 
@@ -47,8 +75,13 @@ def require(*roles: Role) -> Callable[..., Awaitable[Principal]]:
     """Dependency: the authenticated caller, who must hold one of ``roles``."""
     allowed = set(roles)
 
-    async def dependency(request: Request, session: SessionDep) -> Principal:
-        principal = await authenticate(session, _presented_key(request))
+    async def dependency(
+        session: SessionDep,
+        bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+        api_key: Annotated[str | None, Depends(_api_key_header)],
+    ) -> Principal:
+        principal = await authenticate(session, _presented_key(bearer, api_key))
+        structlog.contextvars.bind_contextvars(tenant=principal.tenant_id)
         if principal.role not in allowed:
             needed = " or ".join(sorted(role.value for role in allowed))
             raise Forbidden(f"this needs the {needed} role; the key has {principal.role.value}")

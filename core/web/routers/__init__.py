@@ -1,0 +1,12 @@
+"""One router module per resource; each exposes ``router`` and states its role policy.
+
+* ``health``   — ``/healthz``, ``/readyz``: no key (probes reveal no tenant data).
+* ``metrics``  — ``/metrics``: no key (aggregate counters only).
+* ``hooks``    — ``/hooks/{connection_id}``: no key; the platform's signature authenticates.
+* ``jobs``     — read: any role; replay: admin or service; cancel: admin.
+* ``connections`` — read: any role; create and flow switches: admin.
+* ``subscriptions`` — admin only.
+
+Roles in one line: admin does everything, service reads and replays jobs, reviewer reads.
+Another tenant's object answers 404, never 403 (a 403 would confirm that it exists).
+"""

@@ -1,0 +1,240 @@
+"""Connections: a tenant's link to one platform account, and the flows enabled on it.
+
+Role policy:
+
+* create (``POST /v1/connections``) and enable/disable flows
+  (``PUT /v1/connections/{id}/flows/{flow}``): admin only;
+* read (``GET /v1/connections``, ``GET /v1/connections/{id}``): any role — admin,
+  service, reviewer.
+
+Secrets are write-only: validated by the connector's secrets model, encrypted at rest,
+never returned, never logged, never echoed in a validation error. A tenant sees only its
+own connections; another tenant's id answers 404, never 403. Creating a connection and
+changing a flow are written to the audit log in the same transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core import audit
+from core.auth import Principal
+from core.connections import create_connection, get_connection
+from core.db.dialect import insert_ignoring_conflicts
+from core.db.models import Connection, FlowEnablement, Role
+from core.db.types import utcnow
+from core.errors import Conflict, InvalidRequest, NotFound
+from core.flows.catalog import FlowCatalog
+from core.services import Services
+from core.web.deps import ANY_ROLE, ServicesDep, SessionDep, require
+
+router = APIRouter(prefix="/v1/connections", tags=["connections"])
+
+Reader = Annotated[Principal, Depends(require(*ANY_ROLE))]
+Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
+
+
+class ConnectionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    connector: str = Field(min_length=1, max_length=64, description="Registered connector.")
+    name: str = Field(min_length=1, max_length=200, description="Unique within the tenant.")
+    config: dict[str, Any] = Field(default_factory=dict, description="Connector settings.")
+    secrets: dict[str, Any] = Field(
+        default_factory=dict, description="Write-only: encrypted at rest, never returned."
+    )
+    poll_interval_seconds: float | None = Field(
+        None, gt=0, le=86_400, description="Polling connectors only: seconds between polls."
+    )
+
+
+class ConnectionOut(BaseModel):
+    id: str
+    connector: str
+    kind: str | None = Field(description="crm or erp; null if the connector is not installed.")
+    name: str
+    config: dict[str, Any]
+    hook_url: str = Field(description="Where the platform delivers webhooks (relative).")
+    flows: dict[str, bool] = Field(description="This connector's flows and whether enabled.")
+    poll_interval_seconds: float | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ConnectionList(BaseModel):
+    data: list[ConnectionOut]
+
+
+class FlowSwitch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool
+
+
+def _flows_for(catalog: FlowCatalog, connector: str, enabled: dict[str, bool]) -> dict[str, bool]:
+    names = [
+        name
+        for name in catalog.names()
+        if (entry := catalog.get(name)) is not None and entry.header.source.connector == connector
+    ]
+    return {name: enabled.get(name, False) for name in names}
+
+
+async def _enablements(
+    session: AsyncSession, connection_ids: Sequence[str]
+) -> dict[str, dict[str, bool]]:
+    by_connection: dict[str, dict[str, bool]] = {cid: {} for cid in connection_ids}
+    if connection_ids:
+        rows = await session.execute(
+            select(FlowEnablement.connection_id, FlowEnablement.flow, FlowEnablement.enabled).where(
+                FlowEnablement.connection_id.in_(connection_ids)
+            )
+        )
+        for connection_id, flow, enabled in rows:
+            by_connection[connection_id][flow] = enabled
+    return by_connection
+
+
+def _out(services: Services, connection: Connection, enabled: dict[str, bool]) -> ConnectionOut:
+    factory = services.connectors.registry.get(connection.connector)
+    return ConnectionOut(
+        id=connection.id,
+        connector=connection.connector,
+        kind=factory.kind.value if factory is not None else None,
+        name=connection.name,
+        config=connection.config,
+        hook_url=f"/hooks/{connection.id}",
+        flows=_flows_for(services.flows, connection.connector, enabled),
+        poll_interval_seconds=connection.poll_interval_seconds,
+        created_at=connection.created_at,
+        updated_at=connection.updated_at,
+    )
+
+
+async def _view(session: AsyncSession, services: Services, connection: Connection) -> ConnectionOut:
+    enabled = await _enablements(session, [connection.id])
+    return _out(services, connection, enabled[connection.id])
+
+
+@router.post("", status_code=201, summary="Create a connection")
+async def create_one(
+    body: ConnectionIn, session: SessionDep, services: ServicesDep, principal: Admin
+) -> ConnectionOut:
+    factory = services.connectors.registry.require(body.connector)
+    taken = await session.scalar(
+        select(Connection.id).where(
+            Connection.tenant_id == principal.tenant_id, Connection.name == body.name
+        )
+    )
+    if taken is not None:
+        raise Conflict(f"a connection named {body.name!r} already exists")
+    try:
+        connection = await create_connection(
+            session,
+            tenant_id=principal.tenant_id,
+            factory=factory,
+            name=body.name,
+            config=body.config,
+            secrets=body.secrets,
+            keyring=services.keyring,
+            poll_interval_seconds=body.poll_interval_seconds,
+        )
+    except IntegrityError:  # a concurrent create with the same name won the race
+        raise Conflict(f"a connection named {body.name!r} already exists") from None
+    await audit.record(
+        session,
+        tenant_id=principal.tenant_id,
+        actor=principal.actor,
+        action="connection.create",
+        object_type="connection",
+        object_id=connection.id,
+        connector=connection.connector,
+        name=connection.name,
+    )
+    return _out(services, connection, {})
+
+
+@router.get("", summary="List connections")
+async def list_connections(
+    session: SessionDep, services: ServicesDep, principal: Reader
+) -> ConnectionList:
+    rows = (
+        await session.scalars(
+            select(Connection)
+            .where(Connection.tenant_id == principal.tenant_id)
+            .order_by(Connection.created_at, Connection.id)
+        )
+    ).all()
+    enabled = await _enablements(session, [row.id for row in rows])
+    return ConnectionList(data=[_out(services, row, enabled[row.id]) for row in rows])
+
+
+@router.get("/{connection_id}", summary="One connection")
+async def get_one(
+    connection_id: str, session: SessionDep, services: ServicesDep, principal: Reader
+) -> ConnectionOut:
+    connection = await get_connection(session, connection_id, principal.tenant_id)
+    return await _view(session, services, connection)
+
+
+@router.put("/{connection_id}/flows/{flow:path}", summary="Enable or disable a flow")
+async def set_flow(
+    connection_id: str,
+    flow: str,
+    body: FlowSwitch,
+    session: SessionDep,
+    services: ServicesDep,
+    principal: Admin,
+) -> ConnectionOut:
+    # The connection first: another tenant's id is 404 whatever the flow.
+    connection = await get_connection(session, connection_id, principal.tenant_id)
+    entry = services.flows.get(flow)
+    if entry is None:
+        raise NotFound(f"no flow {flow!r}; installed: {', '.join(services.flows.names())}")
+    source_connector = entry.header.source.connector
+    if source_connector != connection.connector:
+        raise InvalidRequest(
+            f"flow {flow!r} reads from the {source_connector!r} connector, but connection "
+            f"{connection.id} uses {connection.connector!r}"
+        )
+    # Insert-or-ignore, then update: an upsert that is race-free on both backends.
+    await session.execute(
+        insert_ignoring_conflicts(
+            session,
+            FlowEnablement.__table__,  # type: ignore[arg-type]
+            ["connection_id", "flow"],
+        ),
+        [
+            {
+                "connection_id": connection.id,
+                "flow": flow,
+                "tenant_id": connection.tenant_id,
+                "enabled": body.enabled,
+                "updated_at": utcnow(),
+            }
+        ],
+    )
+    await session.execute(
+        update(FlowEnablement)
+        .where(FlowEnablement.connection_id == connection.id, FlowEnablement.flow == flow)
+        .values(enabled=body.enabled, updated_at=utcnow())
+    )
+    await audit.record(
+        session,
+        tenant_id=principal.tenant_id,
+        actor=principal.actor,
+        action="connection.flow.enable" if body.enabled else "connection.flow.disable",
+        object_type="connection",
+        object_id=connection.id,
+        flow=flow,
+        enabled=body.enabled,
+    )
+    return await _view(session, services, connection)

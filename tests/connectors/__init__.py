@@ -1,0 +1,1 @@
+"""Tests of the platform connectors, one package per connector."""

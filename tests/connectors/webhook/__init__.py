@@ -1,0 +1,1 @@
+"""Tests of the ``webhook`` connector and its sandbox."""
