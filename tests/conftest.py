@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import structlog
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -22,6 +23,13 @@ from core.settings import Settings, load_settings
 
 PG_URL = os.environ.get("SWITCHYARD_TEST_DATABASE_URL")
 TEST_KEY = f"test:{generate_key()}"
+
+
+@pytest.fixture(autouse=True)
+def _default_logging() -> None:
+    """Code under test (the CLI) may configure structlog to print to the stream pytest
+    captured for that test, which is closed afterwards; every test starts from defaults."""
+    structlog.reset_defaults()
 
 
 @pytest.fixture(scope="session")

@@ -50,28 +50,45 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
 
 
 async def run_load(
-    host: str, port: int, requests: Sequence[bytes], concurrency: int
+    host: str,
+    port: int,
+    requests: Sequence[bytes],
+    concurrency: int,
+    *,
+    rate: float | None = None,
 ) -> LoadResult:
-    """Send every request once, ``concurrency`` connections at a time; time each ack."""
+    """Send every request once over ``concurrency`` keep-alive connections.
+
+    Closed loop (``rate`` None): each connection sends its next request as soon as the
+    previous one is answered — this finds the maximum throughput. Open loop (``rate`` in
+    requests/s): request ``i`` is due at ``start + i / rate`` and its latency is measured
+    from that due time, so a server that falls behind is charged for the wait too (no
+    coordinated omission). This is how latency *at* a given load is reported.
+    """
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     next_index = 0
+    started = time.perf_counter()
 
     async def sender() -> None:
         nonlocal next_index
         reader, writer = await asyncio.open_connection(host, port)
         try:
             while next_index < len(requests):
-                payload = requests[next_index]
+                index = next_index
                 next_index += 1
-                started = time.perf_counter()
-                writer.write(payload)
+                due = time.perf_counter()
+                if rate is not None:
+                    due = started + index / rate
+                    delay = due - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                writer.write(requests[index])
                 status = await _read_response(reader)
-                latencies.append(time.perf_counter() - started)
+                latencies.append(time.perf_counter() - due)
                 statuses[status] = statuses.get(status, 0) + 1
         finally:
             writer.close()
 
-    started = time.perf_counter()
     await asyncio.gather(*(sender() for _ in range(concurrency)))
     return LoadResult(len(requests), time.perf_counter() - started, latencies, statuses)
