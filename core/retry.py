@@ -1,7 +1,7 @@
 """Retry policy as a value, shared by queue jobs and (later) gateway calls.
 
 Backoff is exponential with full jitter (tenacity's ``wait_random_exponential``): the n-th
-retry waits a uniform random time in ``[0, min(maximum, initial * 2**n)]``, which spreads a
+retry waits a uniform random time in ``[0, min(maximum, initial * 2**(n-1))]``, which spreads a
 burst of failures instead of retrying them in lock-step. A ``retry_after`` carried by a
 transient error is a floor on the wait.
 """

@@ -62,7 +62,8 @@ def test_setup_path_creates_tenant_and_a_key_shown_once(env: str) -> None:
     assert plaintext.startswith("sy_")
     # Stored only as a hash: the plaintext appears nowhere in the table.
     stored = _query(env, select(ApiKey.key_hash))
-    assert stored and plaintext not in str(stored)
+    assert stored
+    assert plaintext not in str(stored)
 
     async def check() -> Role:
         engine = make_engine(env)
@@ -111,7 +112,8 @@ def test_jobs_list_and_replay(env: str) -> None:
     job_id = asyncio.run(seed())
     listed = runner.invoke(app, ["jobs", "list", "--status", "dead"])
     assert listed.exit_code == 0
-    assert str(job_id) in listed.output and "boom" in listed.output
+    assert str(job_id) in listed.output
+    assert "boom" in listed.output
 
     assert runner.invoke(app, ["jobs", "replay", str(job_id)]).exit_code == 0
     assert _query(env, select(Job.status).where(Job.id == job_id)) == "queued"
