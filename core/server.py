@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 
 import uvicorn
 
@@ -20,6 +21,21 @@ from core.web.app import create_app
 from core.worker import Worker, run_worker
 
 log = get_logger(__name__)
+
+
+def tune_gc() -> None:
+    """Make the cyclic GC's pauses short and rare in a long-running server.
+
+    By default a generation-0 collection runs every 700 net allocations and each one walks
+    every young object; under webhook load that meant a pause every few requests and an ack
+    p99 of ~170 ms at 1,000 deliveries/s (PostgreSQL, 2 cores). Freezing what start-up
+    allocated (it lives as long as the process) and collecting less often brought p99 to
+    ~20 ms (tests/bench). Reference counting still frees almost everything at once; only
+    cyclic garbage waits longer.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
 
 
 def _callbacks_listener(handlers: Handlers) -> FinishListener:
@@ -48,6 +64,7 @@ async def serve(
             server_header=False,
         )
         server = uvicorn.Server(config)
+        tune_gc()
         stop = asyncio.Event()
         tasks: list[asyncio.Task[None]] = []
         if settings.is_embedded if worker is None else worker:
@@ -75,6 +92,7 @@ async def run_standalone_worker(settings: Settings) -> None:
     services = build_services(settings)
     try:
         await assert_migrated(services.engine)
+        tune_gc()
         handlers = builtin_handlers()
         await run_worker(services, handlers, listeners=[_callbacks_listener(handlers)])
     finally:

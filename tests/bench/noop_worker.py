@@ -13,6 +13,7 @@ import uvloop
 from core.handlers import Handlers, JobContext, JobKind, Outcome
 from core.ingest import FLOW_JOB
 from core.logging import configure_logging
+from core.server import tune_gc
 from core.services import build_services
 from core.settings import load_settings
 from core.worker import run_worker
@@ -31,6 +32,7 @@ async def main(database_url: str, concurrency: int) -> None:
     )
     configure_logging(settings.log_level, settings.log_format)
     services = build_services(settings)
+    tune_gc()
     try:
         handlers = Handlers([JobKind(FLOW_JOB, _noop, notify=False)])
         await run_worker(services, handlers, run_scheduler=False)
