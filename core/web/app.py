@@ -30,6 +30,7 @@ from core.logging import get_logger
 from core.queue import new_trace_id
 from core.services import Services
 from core.web import problems
+from core.web.docs import install_docs
 from core.web.limits import BodyLimitMiddleware
 from core.web.routers import connections, health, hooks, jobs, metrics, subscriptions
 
@@ -127,16 +128,20 @@ def create_app(services: Services) -> FastAPI:
         title="Switchyard",
         description=DESCRIPTION,
         version=_version(),
-        docs_url="/docs",
+        docs_url=None,  # served by core.web.docs from bundled assets
+        redoc_url=None,
         openapi_url="/openapi.json",
     )
+    install_docs(app)
     app.state.services = services
     wake: Callable[[], None] | None = None
     app.state.wake_worker = wake
 
     problems.install_problem_handlers(app)
-    for module in (health, metrics, hooks, jobs, connections, subscriptions, problems):
+    for module in (health, metrics, hooks, problems):
         app.include_router(module.router)
+    for module in (jobs, connections, subscriptions):
+        app.include_router(module.router, responses=problems.API_PROBLEMS)
 
     # Added innermost first: the request context must wrap the body limit's 413s.
     app.add_middleware(

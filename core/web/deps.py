@@ -59,8 +59,12 @@ def wake_worker(request: Request) -> None:
 
 
 # Declared as security schemes so /docs offers both ways of sending the key.
-_bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer KEY`")
-_api_key_header = APIKeyHeader(name="x-api-key", auto_error=False, description="`x-api-key: KEY`")
+_bearer = HTTPBearer(
+    auto_error=False, scheme_name="bearer", description="`Authorization: Bearer KEY`"
+)
+_api_key_header = APIKeyHeader(
+    name="x-api-key", scheme_name="x-api-key", auto_error=False, description="`x-api-key: KEY`"
+)
 
 
 def _presented_key(bearer: HTTPAuthorizationCredentials | None, api_key: str | None) -> str:

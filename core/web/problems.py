@@ -193,6 +193,33 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
 
 
+class Problem(BaseModel):
+    """An RFC 9457 problem, as every error of this API is answered."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str
+    trace_id: str | None = None
+
+
+def _documented(status: int, description: str) -> dict[str, Any]:
+    return {
+        "model": Problem,
+        "description": description,
+        "content": {"application/problem+json": {}},
+    }
+
+
+# OpenAPI documentation of the errors every authenticated /v1 route can answer.
+API_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    401: _documented(401, "Missing or unknown API key (`/problems/unauthenticated`)"),
+    403: _documented(403, "The key's role does not allow this (`/problems/forbidden`)"),
+    404: _documented(404, "Not found, or owned by another tenant (`/problems/not-found`)"),
+    422: _documented(422, "Invalid request (`/problems/invalid-request`)"),
+}
+
 router = APIRouter(tags=["problems"])
 
 
