@@ -8,6 +8,7 @@ import contextlib
 import gc
 
 import uvicorn
+from prometheus_client import start_http_server
 
 from core.callbacks import make_finish_listener
 from core.db.migrate import assert_migrated
@@ -92,6 +93,13 @@ async def run_standalone_worker(settings: Settings) -> None:
     services = build_services(settings)
     try:
         await assert_migrated(services.engine)
+        if settings.worker_metrics_port is not None:
+            # A worker has no API: its job metrics get their own scrape endpoint.
+            start_http_server(
+                settings.worker_metrics_port,
+                addr=settings.host,
+                registry=services.metrics.registry,
+            )
         tune_gc()
         handlers = builtin_handlers()
         await run_worker(services, handlers, listeners=[_callbacks_listener(handlers)])

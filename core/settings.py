@@ -64,6 +64,12 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = Field(1_048_576, gt=0, description="API request body limit.")
     webhook_tolerance_seconds: int = Field(300, gt=0, description="Max age of a signed hook.")
     worker_concurrency: int = Field(8, gt=0, le=1024, description="Jobs run at once.")
+    worker_metrics_port: int | None = Field(
+        None,
+        gt=0,
+        lt=65536,
+        description="`switchyard worker` serves Prometheus /metrics on this port (off if unset).",
+    )
     lease_seconds: float = Field(30.0, ge=1, description="Claim lease; renewed at 1/3.")
     worker_poll_seconds: float = Field(0.5, gt=0, description="Idle wait between claims.")
     shutdown_grace_seconds: float = Field(20.0, ge=0, description="SIGTERM grace period.")

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import func, select
 from typer.testing import CliRunner
@@ -129,3 +136,26 @@ def test_new_key_prints_a_usable_entry() -> None:
 
     ring = KeyRing.parse([result.stdout.strip()])
     assert ring.active_key_id == "k2"
+
+
+def test_worker_command_serves_metrics_and_stops_on_sigterm(env: str) -> None:
+    runner.invoke(app, ["db", "upgrade"])
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "core.cli", "worker"],
+        env={**os.environ, "SWITCHYARD_WORKER_METRICS_PORT": str(port)},
+    )
+    try:
+        deadline = time.monotonic() + 30
+        body = ""
+        while time.monotonic() < deadline and "switchyard_jobs_finished" not in body:
+            try:
+                body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=1).text
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        assert "switchyard_jobs_finished" in body
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
