@@ -14,8 +14,6 @@ worker once that transaction has committed.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -27,8 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core import audit, queue
 from core.auth import Principal
 from core.db.models import Job, JobStatus, Role
-from core.errors import InvalidRequest
 from core.web.deps import ANY_ROLE, SessionDep, require, wake_worker
+from core.web.pagination import decode_cursor, encode_cursor
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -39,7 +37,7 @@ JobId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 DEFAULT_PAGE = 50
 MAX_PAGE = 500
-_CURSOR_TAG = "job:"
+_CURSOR_KIND = "job"
 
 
 class JobOut(BaseModel):
@@ -87,22 +85,6 @@ class JobPage(BaseModel):
     next_cursor: str | None = Field(description="Pass as `cursor` for the next (older) page.")
 
 
-def encode_cursor(job_id: int) -> str:
-    return base64.urlsafe_b64encode(f"{_CURSOR_TAG}{job_id}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int:
-    """The id the previous page ended at; anything not made by :func:`encode_cursor` is 422."""
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        text = ""
-    value = text.removeprefix(_CURSOR_TAG)
-    if not text.startswith(_CURSOR_TAG) or not value.isdigit():
-        raise InvalidRequest("cursor is not one this API returned; start without a cursor")
-    return int(value)
-
-
 @router.get("", summary="List jobs, newest first")
 async def list_jobs(
     session: SessionDep,
@@ -125,10 +107,10 @@ async def list_jobs(
         statement = statement.where(Job.kind == kind)
     if cursor is not None:
         # Keyset, not offset: stable while new jobs arrive, and cheap on any page.
-        statement = statement.where(Job.id < decode_cursor(cursor))
+        statement = statement.where(Job.id < decode_cursor(_CURSOR_KIND, cursor))
     rows = (await session.scalars(statement.order_by(Job.id.desc()).limit(limit + 1))).all()
     page = rows[:limit]
-    next_cursor = encode_cursor(page[-1].id) if len(rows) > limit else None
+    next_cursor = encode_cursor(_CURSOR_KIND, page[-1].id) if len(rows) > limit else None
     return JobPage(data=[JobOut.of(job) for job in page], next_cursor=next_cursor)
 
 

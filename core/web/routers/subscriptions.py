@@ -6,8 +6,6 @@ it exists only encrypted at rest. Another tenant's ids answer 404, never 403.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -17,15 +15,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from core import audit, callbacks
 from core.auth import Principal
 from core.db.models import Delivery, Role, Subscription
-from core.errors import InvalidRequest
 from core.web.deps import ServicesDep, SessionDep, require, wake_worker
+from core.web.pagination import decode_cursor, encode_cursor
 
 router = APIRouter(tags=["subscriptions"])
 
 AdminDep = Annotated[Principal, Depends(require(Role.ADMIN))]
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
-_CURSOR_TAG = "delivery:"
+_CURSOR_KIND = "delivery"
 
 
 class SubscriptionIn(BaseModel):
@@ -100,21 +98,6 @@ class DeliveryPage(BaseModel):
     next_cursor: str | None = Field(description="Pass as `cursor` for the next (older) page.")
 
 
-def _encode_cursor(delivery_id: int) -> str:
-    return base64.urlsafe_b64encode(f"{_CURSOR_TAG}{delivery_id}".encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> int:
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        text = ""
-    value = text.removeprefix(_CURSOR_TAG)
-    if not text.startswith(_CURSOR_TAG) or not value.isdigit():
-        raise InvalidRequest("cursor is not one this API returned; start without a cursor")
-    return int(value)
-
-
 @router.post(
     "/v1/subscriptions",
     status_code=201,
@@ -162,12 +145,12 @@ async def list_deliveries(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
     cursor: Annotated[str | None, Query(max_length=100)] = None,
 ) -> DeliveryPage:
-    before = _decode_cursor(cursor) if cursor is not None else None
+    before = decode_cursor(_CURSOR_KIND, cursor) if cursor is not None else None
     rows = await callbacks.list_deliveries(
         session, subscription_id, principal.tenant_id, limit=limit + 1, before=before
     )
     page = rows[:limit]
-    next_cursor = _encode_cursor(page[-1].id) if len(rows) > limit else None
+    next_cursor = encode_cursor(_CURSOR_KIND, page[-1].id) if len(rows) > limit else None
     return DeliveryPage(data=[DeliveryOut.of(row) for row in page], next_cursor=next_cursor)
 
 
