@@ -230,14 +230,20 @@ def secrets_new_key(key_id: Annotated[str, typer.Argument(help="A name for the k
 @secrets_app.command("rotate")
 def secrets_rotate() -> None:
     """Re-encrypt every stored secret under the first (active) key."""
+    from core.callbacks import rotate_subscription_secrets
     from core.connections import rotate_secrets
 
-    async def body(services: Any) -> int:
+    async def body(services: Any) -> tuple[int, int]:
         async with services.sessions.begin() as session:
-            return await rotate_secrets(session, services.keyring)
+            connections = await rotate_secrets(session, services.keyring)
+            subscriptions = await rotate_subscription_secrets(session, services.keyring)
+            return connections, subscriptions
 
-    changed = _run(lambda s: _with_services(s, body))
-    typer.echo(f"re-encrypted {changed} connection secret(s)")
+    connections, subscriptions = _run(lambda s: _with_services(s, body))
+    typer.echo(
+        f"re-encrypted {connections} connection secret(s) and "
+        f"{subscriptions} subscription secret(s) under the active key"
+    )
 
 
 def main() -> None:

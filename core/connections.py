@@ -92,15 +92,13 @@ async def get_connection(
 async def rotate_secrets(session: AsyncSession, keyring: KeyRing) -> int:
     """Re-encrypt every connection's secrets under the active key; returns how many changed."""
     changed = 0
-    rows = (await session.execute(select(Connection))).scalars()
-    for connection in rows:
+    for connection in (await session.execute(select(Connection))).scalars():
         if not connection.secrets_encrypted:
             continue
-        if KeyRing.key_id_of(connection.secrets_encrypted) == keyring.active_key_id:
-            continue
-        secrets = open_secrets(keyring, connection)
-        connection.secrets_encrypted = seal_secrets(keyring, connection.id, secrets)
-        changed += 1
+        rewrapped = keyring.rewrap(connection.secrets_encrypted, connection.id.encode())
+        if rewrapped is not None:
+            connection.secrets_encrypted = rewrapped
+            changed += 1
     await session.flush()
     return changed
 

@@ -111,6 +111,12 @@ class KeyRing:
         except InvalidTag:
             raise DecryptionFailed("ciphertext failed authentication") from None
 
+    def rewrap(self, token: str, associated_data: bytes) -> str | None:
+        """``token`` re-encrypted under the active key, or None if it already is."""
+        if self.key_id_of(token) == self.active_key_id:
+            return None
+        return self.encrypt(self.decrypt(token, associated_data), associated_data)
+
     @staticmethod
     def key_id_of(token: str) -> str:
         return token.split(".", 2)[1] if token.count(".") >= 2 else ""

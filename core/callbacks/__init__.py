@@ -41,6 +41,7 @@ from core.callbacks.store import (
     list_subscriptions,
     open_secret,
     replay_delivery,
+    rotate_subscription_secrets,
 )
 
 __all__ = [
@@ -67,4 +68,5 @@ __all__ = [
     "on_job_finished",
     "open_secret",
     "replay_delivery",
+    "rotate_subscription_secrets",
 ]

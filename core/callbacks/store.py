@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import netguard
+from core.crypto import KeyRing
 from core.db.models import Delivery, JobStatus, Subscription
 from core.db.types import new_id, utcnow
 from core.errors import Conflict, InvalidRequest, NotFound
@@ -49,6 +50,18 @@ def open_secret(services: Services, subscription: Subscription) -> str:
     """The subscription's signing secret (stored encrypted, bound to the row's id)."""
     plain = services.keyring.decrypt(subscription.secret_encrypted, _secret_aad(subscription.id))
     return plain.decode()
+
+
+async def rotate_subscription_secrets(session: AsyncSession, keyring: KeyRing) -> int:
+    """Re-encrypt every subscription's signing secret under the active key."""
+    changed = 0
+    for subscription in (await session.execute(select(Subscription))).scalars():
+        rewrapped = keyring.rewrap(subscription.secret_encrypted, _secret_aad(subscription.id))
+        if rewrapped is not None:
+            subscription.secret_encrypted = rewrapped
+            changed += 1
+    await session.flush()
+    return changed
 
 
 def _event_types(events: Iterable[str]) -> list[str]:

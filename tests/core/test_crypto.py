@@ -121,3 +121,31 @@ async def test_rotate_secrets_reencrypts_under_the_active_key(services: Services
     assert [open_secrets(only_new, c) for c in connections] == [
         {"api_token": f"token-{n}"} for n in range(3)
     ]
+
+
+async def test_rotation_covers_subscription_secrets(services: Services) -> None:
+    from core.callbacks import open_secret, rotate_subscription_secrets
+    from core.db.models import Subscription
+
+    old = ring("k1")
+    async with services.sessions.begin() as session:
+        session.add(Tenant(id="ten_s", name="subs"))
+        await session.flush()
+        session.add(
+            Subscription(
+                id="sub_1",
+                tenant_id="ten_s",
+                url="https://example.com/hook",
+                events=["job.done"],
+                secret_encrypted=old.encrypt(b"whsec", b"sub_1"),
+            )
+        )
+    rotated = ring("k2", "k1")
+    async with services.sessions.begin() as session:
+        assert await rotate_subscription_secrets(session, rotated) == 1
+        assert await rotate_subscription_secrets(session, rotated) == 0
+    async with services.sessions() as session:
+        subscription = await session.get(Subscription, "sub_1")
+    assert subscription is not None
+    services.keyring = ring("k2")  # the old key can now be dropped
+    assert open_secret(services, subscription) == "whsec"
