@@ -12,12 +12,13 @@ anything is stored. Everything that talks to the platform is async.
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class ConnectorKind(enum.StrEnum):
@@ -31,10 +32,35 @@ class ChangeType(enum.StrEnum):
     DELETED = "deleted"
 
 
+def _storable(value: Any, where: str) -> None:
+    """Refuse what SQLite stores but PostgreSQL rejects at commit (a NUL character in text,
+    a non-finite number in JSONB): such an event would be accepted on one backend and fail
+    forever on the other."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError(f"{where}: contains a NUL character")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{where}: {value} is not a finite number")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _storable(key, where)
+            _storable(item, f"{where}.{key}")
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _storable(item, f"{where}[{index}]")
+
+
 class ChangeEvent(BaseModel):
     """One platform change, as every connector reports it."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @model_validator(mode="after")
+    def _only_storable_values(self) -> ChangeEvent:
+        for name in ("platform_event_id", "object", "record_id", "changed_fields", "data"):
+            _storable(getattr(self, name), name)
+        return self
 
     platform_event_id: str = Field(min_length=1, max_length=255)
     object: str = Field(min_length=1, max_length=200)

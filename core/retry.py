@@ -50,5 +50,7 @@ class RetryPolicy:
         delay = self.backoff(attempt)
         retry_after = getattr(error, "retry_after", None)
         if isinstance(retry_after, int | float) and retry_after > delay:
-            delay = float(retry_after)
+            # Honoured up to the policy's maximum: a hostile or broken Retry-After must not
+            # park a job for years (or overflow the datetime arithmetic).
+            delay = min(float(retry_after), self.maximum)
         return RetryDecision(True, delay=delay)

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import time
 from collections.abc import Sequence
 
 from core.errors import SignatureInvalid
 
 HEADER = "Switchyard-Signature"
+# ASCII digits only: str.isdigit() also accepts "²", which int() then refuses.
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
 SCHEME = "v1"
 
 
@@ -44,7 +47,7 @@ def verify(
     candidates: list[str] = []
     for part in header.split(","):
         key, _, value = part.strip().partition("=")
-        if key == "t" and value.isdigit():
+        if key == "t" and _TIMESTAMP.fullmatch(value):
             timestamp = int(value)
         elif key == SCHEME and value:
             candidates.append(value)

@@ -8,6 +8,7 @@ Every write carries ``Idempotency-Key``. httpx errors are translated here, once.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -19,11 +20,13 @@ from connectors.base import Patch, Record, RecordRef, WriteResult, WriteStatus
 from core.errors import ConnectorTerminalError, ConnectorTransientError
 
 RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
+_SECONDS = re.compile(r"[0-9]{1,9}(\.[0-9]+)?")
 
 
 def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds from a delta-seconds ``Retry-After`` (the retry policy caps it)."""
     value = response.headers.get("retry-after", "")
-    return float(value) if value.replace(".", "", 1).isdigit() else None
+    return float(value) if _SECONDS.fullmatch(value) else None
 
 
 def _raise_for_status(response: httpx.Response, what: str) -> None:

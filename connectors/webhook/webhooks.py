@@ -9,6 +9,7 @@ are not JSON, and PostgreSQL's JSONB would reject them only at insert time.
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
 from typing import Any, Literal, NoReturn
 
@@ -60,30 +61,37 @@ def _no_constants(name: str) -> NoReturn:
     raise ValueError(f"{name} is not a JSON value")
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 parses to inf, which JSONB cannot store
+        raise ValueError(f"{text} is out of range for a JSON number")
+    return value
+
+
 def parse(request: InboundRequest) -> list[ChangeEvent]:
     try:
-        raw = json.loads(request.body, parse_constant=_no_constants)
+        raw = json.loads(request.body, parse_constant=_no_constants, parse_float=_finite)
     except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
         raise PayloadMalformed(f"body is not JSON: {exc}") from None
     except RecursionError:
         raise PayloadMalformed("body is not JSON: nested too deeply") from None
     try:
         delivery = _Delivery.model_validate(raw)
+        return [
+            ChangeEvent(
+                platform_event_id=event.id,
+                object=event.object,
+                record_id=event.record_id,
+                change_type=ChangeType(event.type),
+                changed_fields=tuple(event.changed_fields),
+                occurred_at=event.occurred_at,
+                data=event.data,
+            )
+            for event in delivery.events
+        ]
     except ValidationError as exc:
         problems = [
             f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
             for err in exc.errors()
         ]
         raise InvalidRequest("; ".join(problems[:20]), errors=problems[:20]) from None
-    return [
-        ChangeEvent(
-            platform_event_id=event.id,
-            object=event.object,
-            record_id=event.record_id,
-            change_type=ChangeType(event.type),
-            changed_fields=tuple(event.changed_fields),
-            occurred_at=event.occurred_at,
-            data=event.data,
-        )
-        for event in delivery.events
-    ]

@@ -2,8 +2,9 @@
 
 SQLite has one writer at a time. Every transaction therefore starts with
 ``BEGIN IMMEDIATE``: it takes the write lock up front (waiting up to ``busy_timeout``)
-instead of failing later with "database is locked" when a read turns into a write.
-WAL mode lets readers in other processes go on meanwhile.
+instead of failing later with "database is locked" when a read turns into a write. The
+price is that reads queue behind writes too; embedded mode is for one process and modest
+load, PostgreSQL for the rest.
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ def _prepare_sqlite(engine: AsyncEngine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        # FULL: a commit is on disk when it returns (NORMAL may lose the last ones on power
+        # loss), and an acknowledged webhook must survive that. Group commit pays for it.
+        cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.close()

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 
 from core.errors import InvalidRequest
+
+_ID = re.compile(r"[0-9]{1,18}")  # ASCII digits that fit a BIGINT
 
 
 def encode_cursor(kind: str, last_id: int) -> str:
@@ -24,6 +27,6 @@ def decode_cursor(kind: str, cursor: str) -> int:
         text = ""
     prefix = f"{kind}:"
     value = text.removeprefix(prefix)
-    if not text.startswith(prefix) or not value.isdigit():
+    if not text.startswith(prefix) or not _ID.fullmatch(value):
         raise InvalidRequest("cursor is not one this API returned; start without a cursor")
     return int(value)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request, Response
+from fastapi import APIRouter, BackgroundTasks, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from core import audit, callbacks
@@ -160,7 +160,7 @@ async def list_deliveries(
     summary="Send a dead delivery again",
 )
 async def replay_delivery(
-    delivery_id: int,
+    delivery_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
     principal: AdminDep,
     session: SessionDep,
     request: Request,

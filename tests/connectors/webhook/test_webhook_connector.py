@@ -364,3 +364,32 @@ async def test_without_base_url_records_cannot_be_reached() -> None:
         await connector.fetch(RecordRef("ticket", "T-1"))
     with pytest.raises(ConnectorTerminalError, match="base_url"):
         await connector.write(Patch("ticket", "T-1", {}), "job-12")
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (
+            b'{"events":[{"id":"e\\u0000","object":"ticket","record_id":"1","type":"created"}]}',
+            "NUL",
+        ),
+        (
+            b'{"events":[{"id":"e1","object":"ticket","record_id":"1","type":"created",'
+            b'"data":{"n":1e400}}]}',
+            "out of range",
+        ),
+        (
+            b'{"events":[{"id":"e1","object":"ticket","record_id":"1","type":"created",'
+            b'"data":{"note":"a\\u0000b"}}]}',
+            "NUL",
+        ),
+    ],
+)
+def test_values_postgresql_cannot_store_are_refused_on_every_backend(
+    body: bytes, reason: str
+) -> None:
+    from connectors.webhook import webhooks
+
+    request = InboundRequest("POST", "http://t/hooks/c", {}, body)
+    with pytest.raises((InvalidRequest, PayloadMalformed), match=reason):
+        webhooks.parse(request)
