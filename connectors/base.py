@@ -218,6 +218,8 @@ class ConnectorFactory(Protocol):
     config_model: ClassVar[type[BaseModel]]
     secrets_model: ClassVar[type[BaseModel]]
     supports_polling: ClassVar[bool]
+    # Config fields holding URLs the server will call: core refuses private targets.
+    outbound_url_fields: ClassVar[tuple[str, ...]]
 
     def create(
         self, config: Mapping[str, Any], secrets: Mapping[str, Any], context: ConnectorContext

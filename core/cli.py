@@ -15,8 +15,8 @@ import typer
 import uvloop
 from sqlalchemy import select
 
-from core.db.models import Job, JobStatus, Role
-from core.errors import SwitchyardError
+from core.db.models import ApiKey, Job, JobStatus, Role
+from core.errors import NotFound, SwitchyardError
 from core.settings import Settings, load_settings
 
 T = TypeVar("T")
@@ -156,6 +156,69 @@ def keys_create(
     plaintext = _run(lambda s: _with_services(s, body))
     typer.echo(plaintext)
     typer.echo("store this key now: it cannot be shown again", err=True)
+
+
+@keys_app.command("list")
+def keys_list(tenant: Annotated[str, typer.Option(help="Tenant name.")]) -> None:
+    """List a tenant's API keys, revoked ones included (never the key or its hash)."""
+    from core.auth import tenant_by_name
+
+    async def body(services: Any) -> list[ApiKey]:
+        async with services.sessions() as session:
+            found = await tenant_by_name(session, tenant)
+            query = (
+                select(ApiKey)
+                .where(ApiKey.tenant_id == found.id)
+                .order_by(ApiKey.created_at, ApiKey.id)
+            )
+            return list((await session.execute(query)).scalars())
+
+    keys = _run(lambda s: _with_services(s, body))
+    if not keys:
+        typer.echo(f"tenant {tenant} has no API keys", err=True)
+    for key in keys:
+        revoked = key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else "-"
+        typer.echo(
+            f"{key.id}  {key.role:<8} {key.name or '-':<24} "
+            f"created={key.created_at.isoformat(timespec='seconds')} revoked={revoked}"
+        )
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id, as `keys list` shows it.")],
+    tenant: Annotated[str, typer.Option(help="Tenant name.")],
+) -> None:
+    """Revoke an API key: it stops authenticating at once. Revoking twice changes nothing."""
+    from core import audit
+    from core.auth import revoke_api_key, tenant_by_name
+
+    async def body(services: Any) -> str:
+        async with services.sessions.begin() as session:
+            found = await tenant_by_name(session, tenant)
+            existing = await session.get(ApiKey, key_id)
+            if existing is not None and existing.tenant_id == found.id and existing.revoked_at:
+                # Keep the first revocation's time (and audit entry) as the true record.
+                when = existing.revoked_at.isoformat(timespec="seconds")
+                return f"API key {key_id} was already revoked at {when}"
+            try:
+                key = await revoke_api_key(session, key_id, found.id)
+            except NotFound:
+                raise NotFound(
+                    f"tenant {tenant!r} has no API key {key_id!r}; "
+                    f"`switchyard keys list --tenant {tenant}` shows its keys"
+                ) from None
+            await audit.record(
+                session,
+                tenant_id=found.id,
+                actor="cli",
+                action="api_key.revoke",
+                object_type="api_key",
+                object_id=key.id,
+            )
+            return f"revoked API key {key.id} of tenant {tenant}"
+
+    typer.echo(_run(lambda s: _with_services(s, body)))
 
 
 @jobs_app.command("list")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -14,10 +14,17 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from connectors.base import Connector, ConnectorContext, ConnectorFactory
 from connectors.registry import ConnectorRegistry
-from core.crypto import KeyRing
+from core import netguard
+from core.crypto import DecryptionFailed, KeyRing
 from core.db.models import Connection
 from core.db.types import new_id, utcnow
-from core.errors import ConnectorConfigInvalid, NotFound
+from core.errors import (
+    ConnectorConfigInvalid,
+    DestinationRefused,
+    IngressUnavailable,
+    NotFound,
+    UnknownConnector,
+)
 from core.settings import Settings
 
 
@@ -37,6 +44,24 @@ def _validated(model: type[BaseModel], data: Mapping[str, Any], what: str) -> di
         if isinstance(value, SecretStr):
             dumped[key] = value.get_secret_value()
     return dumped
+
+
+async def check_outbound_urls(
+    factory: ConnectorFactory, config: Mapping[str, Any], allow_networks: Sequence[str]
+) -> None:
+    """Refuse config URLs that point into private, loopback or link-local networks (cloud
+    metadata, the database, other tenants' services) unless the operator allowed them.
+
+    Connections are created by tenant admins, and a job's result and errors show what the
+    URL answered, so an unchecked URL would let a tenant read the server's network.
+    """
+    for field in getattr(factory, "outbound_url_fields", ()):
+        url = config.get(field)
+        if isinstance(url, str) and url:
+            try:
+                await netguard.check_destination(url, allow_networks, setting=CONNECTOR_SETTING)
+            except DestinationRefused as exc:
+                raise DestinationRefused(f"config.{field}: {exc.detail}") from None
 
 
 def seal_secrets(keyring: KeyRing, connection_id: str, secrets: Mapping[str, Any]) -> str:
@@ -103,6 +128,8 @@ async def rotate_secrets(session: AsyncSession, keyring: KeyRing) -> int:
     return changed
 
 
+CONNECTOR_SETTING = "SWITCHYARD_CONNECTOR_ALLOW_NETWORKS"
+
 # Webhook ingress reads a connection at most this often: a changed secret or a deleted
 # connection takes effect within this time, and a burst of deliveries costs one read.
 INGRESS_ROW_SECONDS = 1.0
@@ -117,6 +144,7 @@ class ConnectorPool:
         self._settings = settings
         self._live: dict[str, tuple[datetime, Connector]] = {}
         self._rows: dict[str, tuple[float, Connection]] = {}
+        self._retired: list[Connector] = []
 
     async def for_ingress(
         self, sessions: async_sessionmaker[AsyncSession], connection_id: str
@@ -134,11 +162,18 @@ class ConnectorPool:
                 raise NotFound(f"no connection {connection_id}")
             connection = found
             self._rows[connection_id] = (now, connection)
-        return connection, await self.get(connection)
+        try:
+            return connection, await self.get(connection)
+        except (UnknownConnector, DecryptionFailed) as exc:
+            # Our fault, not the platform's: a 4xx would make it drop the events for good.
+            raise IngressUnavailable(
+                f"connection {connection_id} cannot be served by this server: {exc.detail}"
+            ) from exc
 
     async def get(self, connection: Connection) -> Connector:
         cached = self._live.get(connection.id)
-        if cached is not None and cached[0] == connection.updated_at:
+        # A row older than the live connector's (ingress caches rows briefly) keeps it.
+        if cached is not None and cached[0] >= connection.updated_at:
             return cached[1]
         factory = self.registry.require(connection.connector)
         connector = factory.create(
@@ -151,10 +186,12 @@ class ConnectorPool:
         )
         self._live[connection.id] = (connection.updated_at, connector)
         if cached is not None:
-            await cached[1].aclose()
+            # Another task may be mid-request on it: close it with the pool, not now.
+            self._retired.append(cached[1])
         return connector
 
     async def aclose(self) -> None:
         live, self._live = self._live, {}
-        for _, connector in live.values():
+        retired, self._retired = self._retired, []
+        for connector in [*retired, *(connector for _, connector in live.values())]:
             await connector.aclose()

@@ -23,8 +23,11 @@ The tree::
     ├── UnknownConnector             422: no connector registered under that name
     ├── SignatureInvalid             401: an inbound webhook failed verification
     ├── PayloadMalformed             400: an inbound body that cannot be parsed
-    ├── DestinationRefused           422: a callback URL resolving to a forbidden network
+    ├── DestinationRefused           422: a callback or connection URL in a forbidden network
     ├── DatabaseUnavailable          (+ TransientError) 503: the database cannot be reached
+    ├── IngressUnavailable           (+ TransientError) 503: this server cannot take a
+    │                                connection's webhooks now (connector not installed,
+    │                                secrets not decryptable); the platform retries
     └── ConnectorError               a platform call failed
         ├── ConnectorTransientError  (+ TransientError) timeouts, 5xx, throttling
         └── ConnectorTerminalError   (+ TerminalError) 4xx that a retry cannot fix
@@ -137,7 +140,7 @@ class PayloadMalformed(TerminalError):
 
 class DestinationRefused(TerminalError):
     problem_type = "destination-refused"
-    title = "Callback destination not allowed"
+    title = "Destination not allowed (private, loopback or link-local network)"
     status = 422
 
 
@@ -145,6 +148,13 @@ class DatabaseUnavailable(TransientError):
     problem_type = "database-unavailable"
     title = "The database cannot be reached"
     status = 503
+
+
+class IngressUnavailable(TransientError):
+    problem_type = "ingress-unavailable"
+    title = "This server cannot accept the connection's deliveries right now"
+    status = 503
+    retry_after = 60.0
 
 
 class ConnectorError(SwitchyardError):

@@ -31,7 +31,10 @@ class Metrics:
             registry=r,
         )
         self.queue_depth = Gauge(
-            "switchyard_queue_jobs", "Jobs by status (sampled at scrape).", ["status"], registry=r
+            "switchyard_queue_jobs",
+            "Unfinished jobs by status (sampled at scrape).",
+            ["status"],
+            registry=r,
         )
         self.jobs_finished = Counter(
             "switchyard_jobs_finished",

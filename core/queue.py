@@ -331,10 +331,25 @@ async def replay(session: AsyncSession, job_id: int, tenant_id: str | None) -> J
     job = await get_job(session, job_id, tenant_id)
     if job.status not in (JobStatus.DEAD, JobStatus.CANCELLED):
         raise Conflict(f"job {job_id} is {job.status}; only dead or cancelled jobs are replayed")
+    if job.dedupe_key is not None:
+        live = await session.scalar(
+            select(Job.id).where(
+                Job.dedupe_key == job.dedupe_key,
+                Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]),
+            )
+        )
+        if live is not None:
+            raise Conflict(
+                f"job {live} already does this work ({job.dedupe_key}); "
+                f"job {job_id} is not replayed"
+            )
     job.status = JobStatus.QUEUED.value
     job.attempts = 0
     job.run_at = utcnow()
+    job.started_at = None
     job.finished_at = None
+    job.last_error = None
+    job.result = None
     await session.flush()
     return job
 
@@ -351,7 +366,17 @@ async def cancel(session: AsyncSession, job_id: int, tenant_id: str | None) -> J
     return job
 
 
+LIVE = (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.AWAITING_REVIEW)
+
+
 async def depth(session: AsyncSession) -> dict[str, int]:
-    """Jobs per status (for metrics)."""
-    rows = await session.execute(select(Job.status, func.count()).group_by(Job.status))
-    return {status: count for status, count in rows}
+    """Unfinished jobs per status (for metrics). Finished ones are counted as they finish
+    (``switchyard_jobs_finished``); counting them here would scan an ever-growing table."""
+    rows = await session.execute(
+        select(Job.status, func.count())
+        .where(Job.status.in_([status.value for status in LIVE]))
+        .group_by(Job.status)
+    )
+    counts = {status.value: 0 for status in LIVE}
+    counts.update({status: count for status, count in rows})
+    return counts

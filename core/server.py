@@ -63,6 +63,7 @@ async def serve(
             log_config=None,
             access_log=False,
             server_header=False,
+            timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_seconds)),
         )
         server = uvicorn.Server(config)
         tune_gc()
@@ -77,16 +78,25 @@ async def serve(
             from core.demo import run_demo
 
             tasks.append(asyncio.create_task(run_demo(services, server, stop), name="demo"))
+        tasks.append(asyncio.create_task(_stop_with(server, stop), name="stop-watch"))
         try:
             await server.serve()
         finally:
-            # uvicorn handled SIGTERM/SIGINT and drained HTTP; now drain the worker.
             stop.set()
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
     finally:
         await services.aclose()
+
+
+async def _stop_with(server: uvicorn.Server, stop: asyncio.Event) -> None:
+    """Start draining the in-process worker as soon as uvicorn starts its shutdown (it owns
+    SIGTERM/SIGINT), so HTTP and jobs drain together within one grace period."""
+    # uvicorn exposes its shutdown only as a flag, not an event: poll it.
+    while not server.should_exit and not stop.is_set():  # noqa: ASYNC110
+        await asyncio.sleep(0.1)
+    stop.set()
 
 
 async def run_standalone_worker(settings: Settings) -> None:

@@ -80,6 +80,10 @@ class Settings(BaseSettings):
         description="CIDRs callbacks may reach despite being private (e.g. 127.0.0.0/8).",
     )
     mappings_dir: Path = Field(Path("mappings"), description="Flow files (mappings/<platform>/).")
+    connector_allow_networks: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="CIDRs connection URLs (e.g. base_url) may point into although private.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level."
     )
@@ -89,12 +93,14 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="`switchyard serve` bind address.")
     port: int = Field(8000, gt=0, lt=65536, description="`switchyard serve` port.")
 
-    @field_validator("encryption_keys", "callback_allow_networks", mode="before")
+    @field_validator(
+        "encryption_keys", "callback_allow_networks", "connector_allow_networks", mode="before"
+    )
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
 
-    @field_validator("callback_allow_networks")
+    @field_validator("callback_allow_networks", "connector_allow_networks")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
         for cidr in value:

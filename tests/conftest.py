@@ -81,6 +81,7 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         "database_url": database_url,
         "encryption_keys": [TEST_KEY],
         "callback_allow_networks": ["127.0.0.0/8"],
+        "connector_allow_networks": ["127.0.0.0/8"],
         "lease_seconds": 5.0,
         "worker_poll_seconds": 0.05,
         "mappings_dir": Path(__file__).parent / "fixtures" / "mappings",

@@ -89,6 +89,7 @@ class WebhookConnectorFactory:
     config_model: ClassVar[type[WebhookConfig]] = WebhookConfig
     secrets_model: ClassVar[type[WebhookSecrets]] = WebhookSecrets
     supports_polling: ClassVar[bool] = False
+    outbound_url_fields: ClassVar[tuple[str, ...]] = ("base_url",)
 
     async def start_demo_sandbox(self) -> DemoSandbox:
         from connectors.webhook.demo import WebhookDemo

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 
 class WebhookConfig(BaseModel):
@@ -13,6 +13,14 @@ class WebhookConfig(BaseModel):
         description="JSON REST API serving records at {base_url}/{object}/{id} (GET, PATCH).",
     )
     timeout_seconds: float = Field(15.0, gt=0, le=120)
+
+    @field_validator("base_url")
+    @classmethod
+    def _no_credentials(cls, value: AnyHttpUrl | None) -> AnyHttpUrl | None:
+        # Config is readable by every role; credentials belong in secrets.api_token.
+        if value is not None and (value.username or value.password):
+            raise ValueError("must not contain user:password@; put a token in secrets.api_token")
+        return value
 
 
 class WebhookSecrets(BaseModel):

@@ -74,6 +74,31 @@ class _Send:
     secret: str
 
 
+async def _open(
+    services: Services, destination: netguard.Destination, body: bytes, headers: dict[str, str]
+) -> httpx.Response:
+    """Send to the first vetted address that takes a connection; the response is streamed.
+
+    Only a failure to connect moves on to the next address: nothing was sent then, so the
+    receiver cannot get the callback twice. Any later error ends the attempt.
+    """
+    *others, last = destination.addresses
+
+    async def send(address: netguard.IPAddress) -> httpx.Response:
+        url, pinned, extensions = netguard.pinned_request(destination, address)
+        request = services.http.build_request(
+            "POST", url, content=body, headers=pinned | headers, extensions=extensions
+        )
+        return await services.http.send(request, stream=True)
+
+    for address in others:
+        try:
+            return await send(address)
+        except (httpx.ConnectError, httpx.ConnectTimeout):
+            continue
+    return await send(last)
+
+
 async def _post(services: Services, send: _Send) -> tuple[int | None, SwitchyardError | None]:
     """One attempt: (status code or None, the error to raise or None)."""
     try:
@@ -85,8 +110,7 @@ async def _post(services: Services, send: _Send) -> tuple[int | None, Switchyard
     except DestinationRefused as exc:
         return None, exc
     body = encode_body(send.payload)
-    url, headers, extensions = netguard.pinned_request(destination)
-    headers |= {
+    headers = {
         "Content-Type": "application/json",
         "User-Agent": "Switchyard-Callbacks/1",
         signing.HEADER: signing.sign(send.secret, body),
@@ -94,10 +118,7 @@ async def _post(services: Services, send: _Send) -> tuple[int | None, Switchyard
         EVENT_HEADER: send.event_type,
     }
     try:
-        request = services.http.build_request(
-            "POST", url, content=body, headers=headers, extensions=extensions
-        )
-        response = await services.http.send(request, stream=True)
+        response = await _open(services, destination, body, headers)
         try:
             excerpt = b""
             async for chunk in response.aiter_bytes():

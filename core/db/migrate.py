@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from alembic import command
@@ -12,7 +11,6 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from core.db.engine import make_engine
 from core.errors import NotMigrated
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -52,18 +50,3 @@ async def assert_migrated(engine: AsyncEngine) -> None:
         raise NotMigrated(
             f"the database {state}, the code needs {head}; run `switchyard db upgrade`"
         )
-
-
-async def upgrade_async(database_url: str) -> None:
-    await asyncio.to_thread(upgrade, database_url)
-
-
-def is_migrated(database_url: str) -> bool:
-    async def check() -> bool:
-        engine = make_engine(database_url)
-        try:
-            return await current_revision(engine) == head_revision()
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(check())

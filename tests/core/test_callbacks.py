@@ -9,11 +9,22 @@ runs it, with ``on_job_finished`` as the finish listener.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import ipaddress
 import socket
+import ssl
 from collections.abc import AsyncIterator, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from sqlalchemy import func, select, update
 
 from connectors.registry import ConnectorRegistry
@@ -68,6 +79,133 @@ async def strict_services(settings: Settings) -> AsyncIterator[Services]:
     )
     yield built
     await built.aclose()
+
+
+def _resolve_as(monkeypatch: pytest.MonkeyPatch, answers: dict[str, list[str]]) -> None:
+    """Answer these names from a table; every other lookup goes to the real resolver."""
+    loop = asyncio.get_running_loop()
+    real = loop.getaddrinfo
+
+    async def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        if host not in answers:
+            return await real(host, port, *args, **kwargs)
+        infos: list[Any] = []
+        for address in answers[host]:
+            if ipaddress.ip_address(address).version == 6:
+                infos.append((socket.AF_INET6, socket.SOCK_STREAM, 6, "", (address, port, 0, 0)))
+            else:
+                infos.append((socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port)))
+        return infos
+
+    monkeypatch.setattr(loop, "getaddrinfo", getaddrinfo)
+
+
+def _key_usage(*, ca: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=not ca,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _tls_for(name: str, directory: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A throwaway CA and a certificate it issued for ``name`` only: (server, client)."""
+    now = datetime.now(UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Switchyard test CA")])
+
+    def issue(
+        subject: x509.Name, public: ec.EllipticCurvePublicKey, *, ca: bool
+    ) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(ca_name)
+            .public_key(public)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(hours=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .add_extension(_key_usage(ca=ca), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                critical=False,
+            )
+        )
+        if not ca:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.DNSName(name)]), critical=True
+            ).add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+            )
+        return builder.sign(ca_key, hashes.SHA256())
+
+    ca_cert = issue(ca_name, ca_key.public_key(), ca=True)
+    leaf = issue(x509.Name([]), key.public_key(), ca=False)
+    chain, key_file = directory / "server.pem", directory / "server.key"
+    chain.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(chain, key_file)
+    client = ssl.create_default_context(
+        cadata=ca_cert.public_bytes(serialization.Encoding.PEM).decode()
+    )
+    return server, client
+
+
+@contextlib.asynccontextmanager
+async def _keep_alive_server(tls: ssl.SSLContext) -> AsyncIterator[tuple[int, list[list[str]]]]:
+    """An HTTPS/1.1 server on 127.0.0.1 that keeps connections open until the client closes
+    them. Yields its port and, per TLS connection, the Host of each request it carried."""
+    connections: list[list[str]] = []
+    handlers: set[asyncio.Task[None]] = set()
+    writers: list[asyncio.StreamWriter] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handler = asyncio.current_task()
+        assert handler is not None
+        handlers.add(handler)
+        writers.append(writer)
+        hosts: list[str] = []
+        connections.append(hosts)
+        try:
+            while True:
+                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+                fields = dict(
+                    line.lower().split(": ", 1) for line in head.split("\r\n")[1:] if line
+                )
+                await reader.readexactly(int(fields.get("content-length", "0")))
+                hosts.append(fields["host"])
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=tls)
+    try:
+        yield server.sockets[0].getsockname()[1], connections
+    finally:
+        server.close()
+        for writer in writers:  # a connection a client left open ends here
+            writer.close()
+        if handlers:
+            await asyncio.wait(handlers, timeout=5)
+        await server.wait_closed()
 
 
 # --------------------------------------------------------------------- tests
@@ -461,3 +599,87 @@ async def test_an_unforeseen_error_is_recorded_on_the_delivery_and_retried(
     assert (delivery.status, delivery.attempts) == ("pending", 1)
     assert "a bug in the HTTP stack" in (delivery.last_error or "")
     assert callback_count(services, "retry") == 1
+
+
+async def test_a_connection_that_fails_falls_back_to_the_next_vetted_address(
+    settings: Settings, tenant_id: str, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The name resolves to ::1 first, where nothing listens on the receiver's port (or
+    # which has no IPv6 at all); either way no connection is made and 127.0.0.1 is next.
+    dual = build_services(
+        make_settings(settings.database_url, callback_allow_networks=["127.0.0.0/8", "::1/128"]),
+        registry=ConnectorRegistry([]),
+        flows=FlowCatalog(),
+    )
+    try:
+        _resolve_as(monkeypatch, {"dual.example": ["::1", "127.0.0.1"]})
+        port = receiver.url.split("/")[2].rsplit(":", 1)[1]
+        _, secret = await subscribe(dual, tenant_id, f"http://dual.example:{port}/in")
+        queue = make_queue(dual)
+        await finish_job(dual, queue, tenant_id)
+        assert await run_delivery(dual, queue) is JobStatus.DONE
+        [delivery] = await deliveries(dual)
+    finally:
+        await dual.aclose()
+    assert (delivery.status, delivery.attempts) == ("delivered", 1)
+    [received] = receiver.received
+    verify_independently(secret, received)
+    assert received.headers["host"] == f"dual.example:{port}"
+
+
+async def test_only_a_failure_to_connect_moves_on_to_the_next_address(
+    services: Services, tenant_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _resolve_as(monkeypatch, {"two.example": ["127.0.0.2", "127.0.0.3"]})
+    await subscribe(services, tenant_id, "http://two.example/in")
+    queue = make_queue(services)
+    await finish_job(services, queue, tenant_id)
+    tried: list[str] = []
+    failure: type[httpx.TransportError] = httpx.ConnectError
+
+    async def send(request: httpx.Request, **_: object) -> httpx.Response:
+        tried.append(request.url.host)
+        raise failure("no route", request=request)
+
+    monkeypatch.setattr(services.http, "send", send)
+    assert await run_delivery(services, queue) is JobStatus.QUEUED
+    assert tried == ["127.0.0.2", "127.0.0.3"]  # every vetted address, in order
+    [delivery] = await deliveries(services)
+    assert "ConnectError: no route" in (delivery.last_error or "")
+
+    # Once a request may have been sent, trying another address could deliver it twice.
+    tried.clear()
+    failure = httpx.ReadError
+    assert await run_delivery(services, queue) is JobStatus.QUEUED
+    assert tried == ["127.0.0.2"]
+
+
+async def test_a_connection_verified_for_one_name_is_never_reused_for_another(
+    services: Services,
+    tenant_id: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two names at one IP: the pool is keyed by IP and port, so without care the second
+    name's callback would ride the first name's TLS connection, whose certificate
+    (issued for a.example only) was never checked against b.example."""
+    server_tls, client_tls = _tls_for("a.example", tmp_path)
+    _resolve_as(monkeypatch, {"a.example": ["127.0.0.1"], "b.example": ["127.0.0.1"]})
+    await services.http.aclose()
+    services.http = httpx.AsyncClient(verify=client_tls, follow_redirects=False)
+    queue = make_queue(services)
+    async with _keep_alive_server(server_tls) as (port, connections):
+        first, _ = await subscribe(services, tenant_id, f"https://a.example:{port}/in")
+        await finish_job(services, queue, tenant_id)
+        assert await run_delivery(services, queue) is JobStatus.DONE
+
+        async with services.sessions.begin() as session:
+            await callbacks.deactivate_subscription(session, first.id, tenant_id)
+        await subscribe(services, tenant_id, f"https://b.example:{port}/in")
+        await finish_job(services, queue, tenant_id)
+        assert await run_delivery(services, queue) is JobStatus.QUEUED
+        await services.http.aclose()
+    b_delivery = (await deliveries(services))[-1]
+    assert "certificate verify failed" in (b_delivery.last_error or "").lower()
+    assert "b.example" in (b_delivery.last_error or "")
+    assert connections == [[f"a.example:{port}"]]

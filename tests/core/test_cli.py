@@ -20,6 +20,7 @@ from core.auth import authenticate
 from core.cli import app
 from core.db.engine import make_engine, make_sessionmaker
 from core.db.models import ApiKey, AuditEntry, Job, JobStatus, Role
+from core.errors import Unauthenticated
 from core.queue import NewJob, enqueue
 from tests.conftest import TEST_KEY
 
@@ -41,6 +42,18 @@ def _query(url: str, statement: object) -> object:
         try:
             async with make_sessionmaker(engine)() as session:
                 return await session.scalar(statement)  # type: ignore[call-overload]
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def _query_all(url: str, statement: object) -> list[object]:
+    async def run() -> list[object]:
+        engine = make_engine(url)
+        try:
+            async with make_sessionmaker(engine)() as session:
+                return list(await session.scalars(statement))  # type: ignore[call-overload]
         finally:
             await engine.dispose()
 
@@ -91,6 +104,92 @@ def test_unknown_tenant_and_bad_role_are_explained(env: str) -> None:
     assert "switchyard tenants create" in missing.output
     bad_role = runner.invoke(app, ["keys", "create", "--tenant", "nope", "--role", "root"])
     assert bad_role.exit_code == 2
+
+
+def _authenticates(url: str, plaintext: str) -> bool:
+    async def check() -> bool:
+        engine = make_engine(url)
+        try:
+            async with make_sessionmaker(engine)() as session:
+                await authenticate(session, plaintext)
+                return True
+        except Unauthenticated:
+            return False
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(check())
+
+
+def test_keys_are_listed_without_secrets_and_a_revoked_key_stops_working(env: str) -> None:
+    runner.invoke(app, ["db", "upgrade"])
+    for tenant in ["acme", "other"]:
+        assert runner.invoke(app, ["tenants", "create", tenant]).exit_code == 0
+    create = ["keys", "create", "--tenant", "acme", "--role"]
+    kept = runner.invoke(app, [*create, "admin", "--name", "ops laptop"]).stdout.split()[0]
+    doomed = runner.invoke(app, [*create, "service", "--name", "crm sync"]).stdout.split()[0]
+    assert _authenticates(env, doomed)
+    doomed_id = str(_query(env, select(ApiKey.id).where(ApiKey.name == "crm sync")))
+    kept_id = str(_query(env, select(ApiKey.id).where(ApiKey.name == "ops laptop")))
+
+    listed = runner.invoke(app, ["keys", "list", "--tenant", "acme"])
+    assert listed.exit_code == 0, listed.output
+    lines = listed.stdout.splitlines()
+    assert [line.split()[:2] for line in lines] == [[kept_id, "admin"], [doomed_id, "service"]]
+    assert "ops laptop" in lines[0]
+    assert "created=20" in lines[0]
+    assert lines[0].endswith("revoked=-")
+    for secret in [kept, doomed, *_query_all(env, select(ApiKey.key_hash))]:
+        assert secret not in listed.output
+    empty = runner.invoke(app, ["keys", "list", "--tenant", "other"])
+    assert (empty.exit_code, empty.stdout) == (0, "")
+    assert "tenant other has no API keys" in empty.output
+
+    revoked = runner.invoke(app, ["keys", "revoke", doomed_id, "--tenant", "acme"])
+    assert revoked.exit_code == 0, revoked.output
+    assert doomed_id in revoked.stdout
+    assert not _authenticates(env, doomed)
+    assert _authenticates(env, kept)
+    entry = _query(env, select(AuditEntry).where(AuditEntry.action == "api_key.revoke"))
+    assert isinstance(entry, AuditEntry)
+    assert (entry.actor, entry.object_type, entry.object_id) == ("cli", "api_key", doomed_id)
+    lines = runner.invoke(app, ["keys", "list", "--tenant", "acme"]).stdout.splitlines()
+    assert lines[0].endswith("revoked=-")
+    assert "revoked=20" in lines[1]
+
+    # Revoking again keeps the first revocation's time and writes no second audit entry.
+    first_time = _query(env, select(ApiKey.revoked_at).where(ApiKey.id == doomed_id))
+    again = runner.invoke(app, ["keys", "revoke", doomed_id, "--tenant", "acme"])
+    assert again.exit_code == 0
+    assert "already revoked" in again.stdout
+    assert _query(env, select(ApiKey.revoked_at).where(ApiKey.id == doomed_id)) == first_time
+    revocations = select(func.count()).where(AuditEntry.action == "api_key.revoke")
+    assert _query(env, revocations) == 1
+
+
+def test_revoking_an_unknown_key_or_another_tenants_key_is_explained(env: str) -> None:
+    runner.invoke(app, ["db", "upgrade"])
+    for tenant in ["acme", "other"]:
+        runner.invoke(app, ["tenants", "create", tenant])
+    plaintext = runner.invoke(
+        app, ["keys", "create", "--tenant", "other", "--role", "admin"]
+    ).stdout.split()[0]
+    other_key = str(_query(env, select(ApiKey.id)))
+
+    for key_id in ["key_nope", other_key]:
+        result = runner.invoke(app, ["keys", "revoke", key_id, "--tenant", "acme"])
+        assert result.exit_code == 2
+        assert f"tenant 'acme' has no API key '{key_id}'" in result.output
+        assert "switchyard keys list --tenant acme" in result.output
+    assert _authenticates(env, plaintext)
+    assert _query(env, select(func.count()).where(AuditEntry.action == "api_key.revoke")) == 0
+
+    missing = runner.invoke(app, ["keys", "list", "--tenant", "nope"])
+    assert missing.exit_code == 2
+    assert "switchyard tenants create" in missing.output
+    missing = runner.invoke(app, ["keys", "revoke", other_key, "--tenant", "nope"])
+    assert missing.exit_code == 2
+    assert "switchyard tenants create" in missing.output
 
 
 def test_invalid_setting_names_the_variable(env: str, monkeypatch: pytest.MonkeyPatch) -> None:

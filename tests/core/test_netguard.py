@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import socket
+from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 
 from core.errors import DestinationRefused
@@ -105,6 +108,48 @@ def _fake_resolver(
     return asked
 
 
+@contextlib.asynccontextmanager
+async def _keep_alive_server() -> AsyncIterator[tuple[int, list[list[str]]]]:
+    """An HTTP/1.1 server on 127.0.0.1 that keeps connections open until the client closes
+    them. Yields its port and, per connection, the Host of each request it carried."""
+    connections: list[list[str]] = []
+    handlers: set[asyncio.Task[None]] = set()
+    writers: list[asyncio.StreamWriter] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handler = asyncio.current_task()
+        assert handler is not None
+        handlers.add(handler)
+        writers.append(writer)
+        hosts: list[str] = []
+        connections.append(hosts)
+        try:
+            while True:
+                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+                fields = dict(
+                    line.lower().split(": ", 1) for line in head.split("\r\n")[1:] if line
+                )
+                await reader.readexactly(int(fields.get("content-length", "0")))
+                hosts.append(fields["host"])
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1], connections
+    finally:
+        server.close()
+        for writer in writers:  # a connection a client left open ends here
+            writer.close()
+        if handlers:
+            await asyncio.wait(handlers, timeout=5)
+        await server.wait_closed()
+
+
 async def test_a_name_is_refused_when_any_of_its_addresses_is_private(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -159,17 +204,47 @@ async def test_pinned_request_targets_the_vetted_address_and_keeps_the_name(
         },
     )
     destination = await resolve_destination("https://u:p@hooks.example:8443/in?x=1", [])
-    url, headers, extensions = pinned_request(destination)
+    url, headers, extensions = pinned_request(destination, destination.addresses[0])
     assert url == "https://u:p@93.184.216.34:8443/in?x=1"
-    assert headers == {"Host": "hooks.example:8443"}
+    assert headers == {"Host": "hooks.example:8443", "Connection": "close"}
     assert extensions == {"sni_hostname": "hooks.example"}
 
-    url, headers, extensions = pinned_request(await resolve_destination("http://v6.example/", []))
+    destination = await resolve_destination("http://v6.example/", [])
+    url, headers, extensions = pinned_request(destination, destination.addresses[0])
     assert url == "http://[2606:4700::1]:80/"
-    assert headers == {"Host": "v6.example"}
+    assert headers == {"Host": "v6.example", "Connection": "close"}
     assert extensions == {}
 
     # An internationalised name is resolved and sent in its ASCII (punycode) form.
     destination = await resolve_destination("https://bücher.example/", [])
     assert destination.host == "xn--bcher-kva.example"
-    assert pinned_request(destination)[1] == {"Host": "xn--bcher-kva.example"}
+    assert pinned_request(destination, destination.addresses[0])[1]["Host"] == (
+        "xn--bcher-kva.example"
+    )
+
+
+async def test_pinned_request_reaches_each_vetted_address_and_no_other(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _fake_resolver(monkeypatch, {"two.example": ["93.184.216.34", "2606:4700::1"]})
+    destination = await resolve_destination("https://two.example/in", [])
+    first, second = destination.addresses
+    assert pinned_request(destination, first)[0] == "https://93.184.216.34:443/in"
+    assert pinned_request(destination, second)[0] == "https://[2606:4700::1]:443/in"
+    with pytest.raises(ValueError, match="not a vetted address"):
+        pinned_request(destination, ipaddress.ip_address("10.0.0.1"))
+
+
+async def test_pinned_requests_for_two_names_at_one_address_never_share_a_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """httpcore pools by IP and port; a connection one name opened (and, over TLS,
+    verified a certificate for) must never carry another name's request."""
+    _fake_resolver(monkeypatch, {"a.example": ["127.0.0.1"], "b.example": ["127.0.0.1"]})
+    async with _keep_alive_server() as (port, connections), httpx.AsyncClient() as client:
+        for name in ["a.example", "b.example", "a.example"]:  # one client, as services.http
+            destination = await resolve_destination(f"http://{name}:{port}/", ["127.0.0.0/8"])
+            url, headers, extensions = pinned_request(destination, destination.addresses[0])
+            response = await client.post(url, headers=headers, extensions=extensions)
+            assert response.status_code == 200
+    assert connections == [[f"{name}.example:{port}"] for name in "aba"]

@@ -194,6 +194,25 @@ async def test_replay_requeues_dead_jobs_only(services: Services, queue: JobQueu
             await replay(session, 10**9, None)
 
 
+async def test_replay_refuses_while_a_live_job_has_the_same_dedupe_key(
+    services: Services, queue: JobQueue
+) -> None:
+    (dead_id,) = await add(services, NewJob(kind="poll", dedupe_key="poll:c1"))
+    (job,) = await queue.claim(["poll"], 1)
+    await queue.fail(job, ConnectorTerminalError("no"), FAST)
+    (live_id,) = await add(services, NewJob(kind="poll", dedupe_key="poll:c1"))
+
+    with pytest.raises(Conflict, match=f"job {live_id} already does this work"):
+        async with services.sessions.begin() as session:
+            await replay(session, dead_id, None)
+
+    (live,) = await queue.claim(["poll"], 1)
+    await queue.complete(live)
+    async with services.sessions.begin() as session:
+        replayed = await replay(session, dead_id, None)
+    assert (replayed.status, replayed.last_error) == ("queued", None)
+
+
 async def test_cancel_stops_queued_and_running_jobs(services: Services, queue: JobQueue) -> None:
     queued_id, running_id = await add(services, NewJob(kind="a"), NewJob(kind="b"))
     (running,) = await queue.claim(["b"], 1)

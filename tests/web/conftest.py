@@ -12,7 +12,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import structlog
 from fastapi import FastAPI
 
 from connectors.registry import ConnectorRegistry
@@ -25,13 +24,6 @@ from tests.web.support import TenantKeys, create_webhook_connection, make_tenant
 WEB_MAPPINGS = Path(__file__).parent / "fixtures" / "mappings"
 HOOK_LIMIT = 64 * 1024
 API_LIMIT = 16 * 1024
-
-
-@pytest.fixture(autouse=True)
-def _default_logging() -> None:
-    """CLI tests configure structlog to print to the stderr pytest captured for them, which
-    is closed afterwards; start every web test from structlog's defaults instead."""
-    structlog.reset_defaults()
 
 
 def _entries(catalog: FlowCatalog) -> list[FlowEntry]:

@@ -117,7 +117,7 @@ async def test_metrics_expose_ingress_counters_and_queue_depth(
         'switchyard_ingress_events_total{connector="webhook",result="duplicate"} 1.0',
         'switchyard_ingress_ack_seconds_count{connector="webhook"} 2.0',
         'switchyard_queue_jobs{status="queued"} 1.0',
-        'switchyard_queue_jobs{status="dead"} 0.0',
+        'switchyard_queue_jobs{status="running"} 0.0',
     ):
         assert expected in lines, expected
 

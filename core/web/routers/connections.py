@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import audit
 from core.auth import Principal
-from core.connections import create_connection, get_connection
+from core.connections import check_outbound_urls, create_connection, get_connection
 from core.db.dialect import insert_ignoring_conflicts
 from core.db.models import Connection, FlowEnablement, Role
 from core.db.types import utcnow
@@ -149,6 +149,10 @@ async def create_one(
         )
     except IntegrityError:  # a concurrent create with the same name won the race
         raise Conflict(f"a connection named {body.name!r} already exists") from None
+    # After validation (clear config errors first); a refusal rolls the insert back.
+    await check_outbound_urls(
+        factory, connection.config, services.settings.connector_allow_networks
+    )
     await audit.record(
         session,
         tenant_id=principal.tenant_id,

@@ -10,7 +10,6 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 
-from core.db.models import JobStatus
 from core.logging import get_logger
 from core.queue import depth
 from core.web.deps import ServicesDep
@@ -32,7 +31,7 @@ async def metrics(services: ServicesDep) -> Response:
     except (SQLAlchemyError, OSError) as exc:
         log.warning("queue depth not sampled", error=f"{type(exc).__name__}: {exc}")
     else:
-        # Every status gets a sample, so a status that emptied reads 0 rather than stale.
-        for status in JobStatus:
-            services.metrics.queue_depth.labels(status.value).set(counts.get(status.value, 0))
+        # Every live status gets a sample, so one that emptied reads 0 rather than stale.
+        for status, count in counts.items():
+            services.metrics.queue_depth.labels(status).set(count)
     return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)
