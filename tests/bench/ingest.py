@@ -6,8 +6,9 @@ For each backend (SQLite file; PostgreSQL when reachable on 127.0.0.1:5432):
 3. ingestion at full speed: N signed webhook deliveries (one new event each, one flow
    enabled) from 64 concurrent keep-alive connections, each sending as soon as its previous
    delivery is acknowledged: the maximum acks/s (and the latency of that saturated state);
-4. ingestion at a fixed offered load (default 1,000 deliveries/s, still 64 connections):
-   ack latency p50/p99 measured from each delivery's due time;
+4. ingestion at a fixed offered load (default 1,000 deliveries/s, still 64 connections,
+   three 10 s runs): ack latency p50/p99 measured from each delivery's due time, reported
+   for the run with the median p99 together with every run's p99;
 5. end to end: no-op workers drain the jobs those deliveries enqueued; jobs/s.
 
 Run: ``make bench`` (or ``python -m tests.bench.ingest --help``). Results are printed as a
@@ -208,19 +209,30 @@ def bench_backend(name: str, database_url: str, args: argparse.Namespace) -> dic
         warmup = _hook_requests(port, connection_id, secret, 500)
         hooks = _hook_requests(port, connection_id, secret, args.requests)
         paced_count = int(args.rate * args.paced_seconds)
-        paced_hooks = _hook_requests(port, connection_id, secret, paced_count)
         baseline = asyncio.run(run_load("127.0.0.1", port, health, args.concurrency))
         asyncio.run(run_load("127.0.0.1", port, warmup, args.concurrency))
         ingest = asyncio.run(run_load("127.0.0.1", port, hooks, args.concurrency))
-        paced = asyncio.run(
-            run_load("127.0.0.1", port, paced_hooks, args.concurrency, rate=args.rate)
-        )
+        paced_runs = []
+        for _ in range(args.paced_runs):
+            # Built just before sending: signatures are valid for five minutes.
+            paced_hooks = _hook_requests(port, connection_id, secret, paced_count)
+            paced_runs.append(
+                asyncio.run(
+                    run_load("127.0.0.1", port, paced_hooks, args.concurrency, rate=args.rate)
+                )
+            )
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
-    for result, count in ((ingest, args.requests), (paced, paced_count)):
+    checks = [(ingest, args.requests)] + [(run, paced_count) for run in paced_runs]
+    for result, count in checks:
         if result.statuses != {202: count}:
             raise SystemExit(f"bench: unexpected ingest statuses {result.statuses}")
+    # Durable acks wait for fsync, whose tail on a shared VM varies run to run: report the
+    # run with the median p99, and the spread.
+    paced_runs.sort(key=lambda run: run.percentile(99))
+    paced = paced_runs[len(paced_runs) // 2]
+    p99s = [round(run.percentile(99) * 1000, 1) for run in paced_runs]
     expected = asyncio.run(_count_jobs(database_url))
     processes = 1 if name == "sqlite" else 2
     seconds = _drain(database_url, expected, processes, concurrency=32)
@@ -229,7 +241,7 @@ def bench_backend(name: str, database_url: str, args: argparse.Namespace) -> dic
         "baseline_healthz": _summary(baseline),
         "ingest": _summary(ingest),
         "ingest_vs_baseline": round(ingest.rate / baseline.rate, 3),
-        "paced": {**_summary(paced), "offered_per_second": args.rate},
+        "paced": {**_summary(paced), "offered_per_second": args.rate, "p99_ms_runs": p99s},
         "end_to_end": {
             "jobs": expected,
             "worker_processes": processes,
@@ -251,6 +263,7 @@ def _table(results: list[dict[str, Any]]) -> str:
             f"| {ingest['per_second']:.0f} | {r['ingest_vs_baseline']} "
             f"| {ingest['p50_ms']} / {ingest['p99_ms']} "
             f"| {paced['p50_ms']} / {paced['p99_ms']} at {paced['offered_per_second']:.0f}/s "
+            f"(p99 of {len(paced['p99_ms_runs'])} runs: {paced['p99_ms_runs']}) "
             f"| {r['end_to_end']['jobs_per_second']:.0f} |"
         )
     return "\n".join(lines)
@@ -262,6 +275,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--rate", type=float, default=1000.0, help="offered deliveries/s")
     parser.add_argument("--paced-seconds", type=float, default=10.0)
+    parser.add_argument("--paced-runs", type=int, default=3)
     parser.add_argument("--backends", default="sqlite,postgres")
     args = parser.parse_args()
     results = []
