@@ -30,9 +30,9 @@ def tune_gc() -> None:
     By default a generation-0 collection runs every 700 net allocations and each one walks
     every young object; under webhook load that meant a pause every few requests and an ack
     p99 of ~170 ms at 1,000 deliveries/s (PostgreSQL, 2 cores). Freezing what start-up
-    allocated (it lives as long as the process) and collecting less often brought p99 to
-    ~20 ms (tests/bench). Reference counting still frees almost everything at once; only
-    cyclic garbage waits longer.
+    allocated (it lives as long as the process) and collecting less often brought that
+    experiment's p99 to ~40 ms (tests/bench; what remains is mostly commit fsync).
+    Reference counting still frees almost everything at once; only cyclic garbage waits.
     """
     gc.collect()
     gc.freeze()

@@ -36,7 +36,8 @@ def _split_csv(value: Any) -> Any:
 
 
 class Settings(BaseSettings):
-    """Every knob Switchyard reads at start. Field docs double as the README reference."""
+    """Every knob Switchyard reads at start; README's configuration table lists each one
+    (tests/test_readme.py checks that none is missing)."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,

@@ -1,4 +1,5 @@
-"""Typed tables. One tenant owns every row below it; queries always filter by tenant."""
+"""Typed tables. A tenant owns every row below it; API queries always filter by tenant
+(workers, the scheduler and the operator CLI work across tenants)."""
 
 from __future__ import annotations
 

@@ -25,9 +25,10 @@ import structlog
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import IntegrityError
 
 from connectors.base import InboundRequest
-from core.errors import SwitchyardError
+from core.errors import NotFound, SwitchyardError
 from core.ingest import Delivery
 from core.web.deps import get_services, get_trace_id, wake_worker
 
@@ -80,7 +81,10 @@ async def receive_hook(connection_id: str, request: Request) -> Response:
         connector.verify(inbound)
         events = connector.parse(inbound)
         # Returns once committed (group commit), before any answer exists: an ack is durable.
-        result = await services.ingest.submit(Delivery.of(connection, events, trace_id))
+        try:
+            result = await services.ingest.submit(Delivery.of(connection, events, trace_id))
+        except IntegrityError:  # the only constraint left to fail: the connection is gone
+            raise NotFound(f"no connection {connection_id}") from None
     except Exception as exc:
         outcome = "rejected" if isinstance(exc, SwitchyardError) else "error"
         metrics.ingress_requests.labels(connector_name, outcome).inc()
