@@ -14,6 +14,8 @@ from tenacity import RetryCallState, wait_random_exponential
 
 from core.errors import is_transient
 
+RETRY_AFTER_CEILING = 3600.0
+
 
 @dataclass(frozen=True)
 class RetryDecision:
@@ -50,7 +52,7 @@ class RetryPolicy:
         delay = self.backoff(attempt)
         retry_after = getattr(error, "retry_after", None)
         if isinstance(retry_after, int | float) and retry_after > delay:
-            # Honoured up to the policy's maximum: a hostile or broken Retry-After must not
-            # park a job for years (or overflow the datetime arithmetic).
-            delay = min(float(retry_after), self.maximum)
+            # Honoured up to an hour: a hostile or broken Retry-After must not park a job
+            # for years (or overflow the datetime arithmetic).
+            delay = min(float(retry_after), RETRY_AFTER_CEILING)
         return RetryDecision(True, delay=delay)

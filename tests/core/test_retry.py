@@ -10,7 +10,7 @@ from core.errors import (
     NotFound,
     TransientError,
 )
-from core.retry import RetryPolicy
+from core.retry import RETRY_AFTER_CEILING, RetryPolicy
 
 
 def test_full_jitter_stays_within_the_exponential_envelope() -> None:
@@ -64,3 +64,9 @@ def test_marker_wins_over_the_base_class() -> None:
 def test_max_attempts_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_attempts"):
         RetryPolicy(max_attempts=0)
+
+
+def test_an_absurd_retry_after_is_capped_at_an_hour() -> None:
+    decision = RetryPolicy(max_attempts=3).decide(1, ConnectorTransientError("x", retry_after=1e12))
+    assert decision.retry
+    assert decision.delay == RETRY_AFTER_CEILING
