@@ -4,11 +4,15 @@ and the queue steps a worker takes."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
+import ssl
 import threading
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -185,3 +189,48 @@ def callback_count(services: Services, outcome: str) -> float:
         "switchyard_callback_deliveries_total", {"outcome": outcome}
     )
     return value or 0.0
+
+
+@contextlib.asynccontextmanager
+async def keep_alive_server(
+    tls: ssl.SSLContext | None = None,
+) -> AsyncIterator[tuple[int, list[list[str]]]]:
+    """An HTTP/1.1 server (HTTPS with ``tls``) on 127.0.0.1 that keeps connections open
+    until the client closes them. Yields its port and, per connection, the Host of each
+    request it carried."""
+    connections: list[list[str]] = []
+    handlers: set[asyncio.Task[None]] = set()
+    writers: list[asyncio.StreamWriter] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handler = asyncio.current_task()
+        assert handler is not None
+        handlers.add(handler)
+        writers.append(writer)
+        hosts: list[str] = []
+        connections.append(hosts)
+        try:
+            while True:
+                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+                fields = dict(
+                    line.lower().split(": ", 1) for line in head.split("\r\n")[1:] if line
+                )
+                await reader.readexactly(int(fields.get("content-length", "0")))
+                hosts.append(fields["host"])
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=tls)
+    try:
+        yield server.sockets[0].getsockname()[1], connections
+    finally:
+        server.close()
+        for writer in writers:  # a connection a client left open ends here
+            writer.close()
+        if handlers:
+            await asyncio.wait(handlers, timeout=5)
+        await server.wait_closed()

@@ -10,7 +10,6 @@ runs it, with ``on_job_finished`` as the finish listener.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import socket
 import ssl
@@ -48,6 +47,7 @@ from tests.core.callback_support import (
     deliver_jobs,
     deliveries,
     finish_job,
+    keep_alive_server,
     make_queue,
     run_delivery,
     subscribe,
@@ -164,48 +164,6 @@ def _tls_for(name: str, directory: Path) -> tuple[ssl.SSLContext, ssl.SSLContext
         cadata=ca_cert.public_bytes(serialization.Encoding.PEM).decode()
     )
     return server, client
-
-
-@contextlib.asynccontextmanager
-async def _keep_alive_server(tls: ssl.SSLContext) -> AsyncIterator[tuple[int, list[list[str]]]]:
-    """An HTTPS/1.1 server on 127.0.0.1 that keeps connections open until the client closes
-    them. Yields its port and, per TLS connection, the Host of each request it carried."""
-    connections: list[list[str]] = []
-    handlers: set[asyncio.Task[None]] = set()
-    writers: list[asyncio.StreamWriter] = []
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        handler = asyncio.current_task()
-        assert handler is not None
-        handlers.add(handler)
-        writers.append(writer)
-        hosts: list[str] = []
-        connections.append(hosts)
-        try:
-            while True:
-                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
-                fields = dict(
-                    line.lower().split(": ", 1) for line in head.split("\r\n")[1:] if line
-                )
-                await reader.readexactly(int(fields.get("content-length", "0")))
-                hosts.append(fields["host"])
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=tls)
-    try:
-        yield server.sockets[0].getsockname()[1], connections
-    finally:
-        server.close()
-        for writer in writers:  # a connection a client left open ends here
-            writer.close()
-        if handlers:
-            await asyncio.wait(handlers, timeout=5)
-        await server.wait_closed()
 
 
 # --------------------------------------------------------------------- tests
@@ -668,7 +626,7 @@ async def test_a_connection_verified_for_one_name_is_never_reused_for_another(
     await services.http.aclose()
     services.http = httpx.AsyncClient(verify=client_tls, follow_redirects=False)
     queue = make_queue(services)
-    async with _keep_alive_server(server_tls) as (port, connections):
+    async with keep_alive_server(server_tls) as (port, connections):
         first, _ = await subscribe(services, tenant_id, f"https://a.example:{port}/in")
         await finish_job(services, queue, tenant_id)
         assert await run_delivery(services, queue) is JobStatus.DONE

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import socket
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -21,6 +19,7 @@ from core.netguard import (
     pinned_request,
     resolve_destination,
 )
+from tests.core.callback_support import keep_alive_server
 
 FORBIDDEN = [
     ("127.0.0.1", "loopback"),
@@ -106,48 +105,6 @@ def _fake_resolver(
 
     monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", getaddrinfo)
     return asked
-
-
-@contextlib.asynccontextmanager
-async def _keep_alive_server() -> AsyncIterator[tuple[int, list[list[str]]]]:
-    """An HTTP/1.1 server on 127.0.0.1 that keeps connections open until the client closes
-    them. Yields its port and, per connection, the Host of each request it carried."""
-    connections: list[list[str]] = []
-    handlers: set[asyncio.Task[None]] = set()
-    writers: list[asyncio.StreamWriter] = []
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        handler = asyncio.current_task()
-        assert handler is not None
-        handlers.add(handler)
-        writers.append(writer)
-        hosts: list[str] = []
-        connections.append(hosts)
-        try:
-            while True:
-                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
-                fields = dict(
-                    line.lower().split(": ", 1) for line in head.split("\r\n")[1:] if line
-                )
-                await reader.readexactly(int(fields.get("content-length", "0")))
-                hosts.append(fields["host"])
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1], connections
-    finally:
-        server.close()
-        for writer in writers:  # a connection a client left open ends here
-            writer.close()
-        if handlers:
-            await asyncio.wait(handlers, timeout=5)
-        await server.wait_closed()
 
 
 async def test_a_name_is_refused_when_any_of_its_addresses_is_private(
@@ -241,7 +198,7 @@ async def test_pinned_requests_for_two_names_at_one_address_never_share_a_connec
     """httpcore pools by IP and port; a connection one name opened (and, over TLS,
     verified a certificate for) must never carry another name's request."""
     _fake_resolver(monkeypatch, {"a.example": ["127.0.0.1"], "b.example": ["127.0.0.1"]})
-    async with _keep_alive_server() as (port, connections), httpx.AsyncClient() as client:
+    async with keep_alive_server() as (port, connections), httpx.AsyncClient() as client:
         for name in ["a.example", "b.example", "a.example"]:  # one client, as services.http
             destination = await resolve_destination(f"http://{name}:{port}/", ["127.0.0.0/8"])
             url, headers, extensions = pinned_request(destination, destination.addresses[0])
