@@ -182,8 +182,11 @@ async def test_sigkill_loses_no_job_and_applies_no_effect_twice(
 
     assert statuses == {JobStatus.DONE.value: JOBS}
     assert set(effects) == job_ids  # one effect row per job, none missing
-    assert recovered == in_flight  # exactly the victim's leases were taken back
-    assert set(repeated) <= in_flight  # only interrupted jobs ran twice …
+    assert recovered <= in_flight  # only the victim's leases were taken back …
+    # … and the rest finished in the victim itself: a COMMIT it sent just before the kill
+    # can become visible after we read its leases.
+    assert all(effects[job_id] == victim for job_id in in_flight - recovered)
+    assert set(repeated) <= recovered  # only interrupted jobs ran twice …
     assert set(repeated) <= victim_runs  # … once in the victim
     assert all(count == 2 for count in repeated.values())
     assert len(in_flight) <= CONCURRENCY
