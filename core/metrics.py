@@ -49,6 +49,13 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.job_wait = Histogram(
+            "switchyard_job_queue_wait_seconds",
+            "From when a job was due (enqueued, or its retry time) to when a worker started it.",
+            ["kind"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.job_retries = Counter(
             "switchyard_job_retries", "Retries scheduled, by kind.", ["kind"], registry=r
         )

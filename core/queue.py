@@ -69,6 +69,7 @@ class ClaimedJob:
     max_attempts: int
     trace_id: str
     lease_token: str
+    run_at: datetime  # when it became due (enqueued, or its retry time)
 
     @property
     def idempotency_key(self) -> str:
@@ -132,6 +133,7 @@ def _claimed(job: Job) -> ClaimedJob:
         max_attempts=job.max_attempts,
         trace_id=job.trace_id,
         lease_token=job.lease_token or "",
+        run_at=job.run_at,
     )
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import structlog
 
 from core.db.models import JobStatus
+from core.db.types import utcnow
 from core.errors import TerminalError
 from core.handlers import Handlers, JobContext, JobKind, Outcome
 from core.logging import get_logger
@@ -194,6 +195,8 @@ class Worker:
 
             entry = _InFlight(job, asyncio.create_task(call(), name=f"handler-{job.id}"))
             self._inflight[job.id] = entry
+            waited = (utcnow() - job.run_at).total_seconds()
+            self.services.metrics.job_wait.labels(kind.name).observe(max(0.0, waited))
             started = time.monotonic()
             outcome: Outcome | None = None
             error: BaseException | None = None

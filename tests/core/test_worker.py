@@ -112,6 +112,9 @@ async def test_jobs_run_with_bounded_concurrency_in_their_log_context(
     ).items()
     assert sample(services, "switchyard_jobs_finished_total", kind="work", outcome="done") == 9
     assert sample(services, "switchyard_job_run_seconds_count", kind="work") == 9
+    # With 3 slots for 9 jobs of 50 ms, the last ones waited at least two rounds.
+    assert sample(services, "switchyard_job_queue_wait_seconds_count", kind="work") == 9
+    assert sample(services, "switchyard_job_queue_wait_seconds_sum", kind="work") >= 0.1
 
 
 async def test_handler_errors_retry_then_go_dead(make_services: MakeServices) -> None:
