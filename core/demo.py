@@ -74,9 +74,8 @@ async def _connect(services: Services, tenant: Tenant, name: str, sandbox: DemoS
                 select(FlowEnablement).where(FlowEnablement.connection_id == connection.id)
             )
         }
-        for flow in services.flows.names():
-            entry = services.flows.get(flow)
-            if entry is None or entry.header.source.connector != name or flow in enabled:
+        for flow in services.flows.for_connector(name):
+            if flow in enabled:
                 continue
             session.add(
                 FlowEnablement(

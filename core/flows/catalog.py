@@ -84,6 +84,14 @@ class FlowCatalog:
     def names(self) -> list[str]:
         return sorted(self._flows)
 
+    def for_connector(self, connector: str) -> list[str]:
+        """Names of the flows whose source is ``connector``, in name order."""
+        return [
+            name
+            for name, entry in sorted(self._flows.items())
+            if entry.header.source.connector == connector
+        ]
+
     def matching(
         self, connector: str, event: ChangeEvent, enabled: Mapping[str, bool]
     ) -> list[str]:

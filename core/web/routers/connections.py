@@ -15,7 +15,6 @@ changing a flow are written to the audit log in the same transaction.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -33,6 +32,7 @@ from core.db.models import Connection, FlowEnablement, Role
 from core.db.types import utcnow
 from core.errors import Conflict, InvalidRequest, NotFound
 from core.flows.catalog import FlowCatalog
+from core.ingest import enabled_flows
 from core.services import Services
 from core.web.deps import ANY_ROLE, ServicesDep, SessionDep, require
 
@@ -80,27 +80,7 @@ class FlowSwitch(BaseModel):
 
 
 def _flows_for(catalog: FlowCatalog, connector: str, enabled: dict[str, bool]) -> dict[str, bool]:
-    names = [
-        name
-        for name in catalog.names()
-        if (entry := catalog.get(name)) is not None and entry.header.source.connector == connector
-    ]
-    return {name: enabled.get(name, False) for name in names}
-
-
-async def _enablements(
-    session: AsyncSession, connection_ids: Sequence[str]
-) -> dict[str, dict[str, bool]]:
-    by_connection: dict[str, dict[str, bool]] = {cid: {} for cid in connection_ids}
-    if connection_ids:
-        rows = await session.execute(
-            select(FlowEnablement.connection_id, FlowEnablement.flow, FlowEnablement.enabled).where(
-                FlowEnablement.connection_id.in_(connection_ids)
-            )
-        )
-        for connection_id, flow, enabled in rows:
-            by_connection[connection_id][flow] = enabled
-    return by_connection
+    return {name: enabled.get(name, False) for name in catalog.for_connector(connector)}
 
 
 def _out(services: Services, connection: Connection, enabled: dict[str, bool]) -> ConnectionOut:
@@ -120,7 +100,7 @@ def _out(services: Services, connection: Connection, enabled: dict[str, bool]) -
 
 
 async def _view(session: AsyncSession, services: Services, connection: Connection) -> ConnectionOut:
-    enabled = await _enablements(session, [connection.id])
+    enabled = await enabled_flows(session, [connection.id])
     return _out(services, connection, enabled[connection.id])
 
 
@@ -177,7 +157,7 @@ async def list_connections(
             .order_by(Connection.created_at, Connection.id)
         )
     ).all()
-    enabled = await _enablements(session, [row.id for row in rows])
+    enabled = await enabled_flows(session, [row.id for row in rows])
     return ConnectionList(data=[_out(services, row, enabled[row.id]) for row in rows])
 
 
