@@ -18,9 +18,7 @@ Nothing here talks to a real system. It plays both sides the ``webhook`` connect
   ``Switchyard-Signature`` header exactly as the connector verifies them) and
   :func:`send_events` (POSTs them to ``/hooks/{connection_id}``).
 
-:class:`SandboxServer` serves any ASGI app (this one, or another platform's sandbox) with
-uvicorn on 127.0.0.1 and an ephemeral port, in a background thread with its own event
-loop, so it works the same from sync code, from async tests and next to the main server::
+Serve it with :class:`core.sandbox.SandboxServer`::
 
     tool = RecordsSandbox({"ticket": {"T-1": {"status": "open"}}}, token="t0ken")
     with SandboxServer(tool.app) as server:
@@ -29,14 +27,11 @@ loop, so it works the same from sync code, from async tests and next to the main
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
 import secrets
-import socket
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -48,9 +43,9 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp
 
 from core import signing
+from core.sandbox import SandboxServer
 
 __all__ = [
     "DEMO_SEED",
@@ -241,73 +236,6 @@ class RecordsSandbox:
             while len(self._remembered) > IDEMPOTENCY_MEMORY:
                 self._remembered.popitem(last=False)
         return Response(answer, 200, headers={"ETag": stored.etag}, media_type="application/json")
-
-
-# ------------------------------------------------------------------- server
-
-
-class SandboxServer:
-    """Serve an ASGI app on 127.0.0.1 in a background thread (SANDBOX use only)."""
-
-    def __init__(self, app: ASGIApp, *, host: str = "127.0.0.1", port: int = 0) -> None:
-        import uvicorn  # heavy; only sandbox users pay for it
-
-        self._config = uvicorn.Config(
-            app, host=host, port=port, lifespan="off", ws="none", log_level="warning"
-        )
-        self._server = uvicorn.Server(self._config)
-        self._socket: socket.socket | None = None
-        self._thread: threading.Thread | None = None
-        self.host = host
-        self.port = port
-
-    @property
-    def url(self) -> str:
-        if self._thread is None:
-            raise RuntimeError("the sandbox server is not running; call start() first")
-        return f"http://{self.host}:{self.port}"
-
-    def start(self, timeout: float = 10.0) -> None:
-        """Bind, start serving and return once requests are accepted."""
-        # Bind here, not in uvicorn, so the ephemeral port is known before the thread runs.
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        self._socket = sock
-        self.port = sock.getsockname()[1]
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, name="sandbox", daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"sandbox server did not start within {timeout}s")
-            time.sleep(0.01)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-        if self._socket is not None:
-            self._socket.close()
-            self._socket = None
-
-    def __enter__(self) -> SandboxServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> SandboxServer:
-        await asyncio.to_thread(self.start)
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await asyncio.to_thread(self.stop)
 
 
 # ------------------------------------------------------------------- sender
