@@ -10,10 +10,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.db.models import ApiKey, Role, Tenant
 from core.db.types import new_id, utcnow
@@ -93,3 +94,30 @@ async def revoke_api_key(session: AsyncSession, key_id: str, tenant_id: str) -> 
     key.revoked_at = utcnow()
     await session.flush()
     return key
+
+
+class KeyCache:
+    """Verified API keys remembered for ``ttl`` seconds, so hot paths (``/v1/messages``)
+    skip the database lookup. A revoked key stops working within ``ttl``.
+
+    Keyed by the key's SHA-256, never the plaintext; failures are not cached.
+    """
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], ttl: float) -> None:
+        self._sessions = sessions
+        self._ttl = ttl
+        self._known: dict[str, tuple[Principal, float]] = {}
+
+    async def authenticate(self, presented: str) -> Principal:
+        digest = _hash(presented)
+        now = time.monotonic()
+        hit = self._known.get(digest)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        async with self._sessions.begin() as session:
+            principal = await authenticate(session, presented)
+        if self._ttl > 0:
+            if len(self._known) > 10_000:
+                self._known = {k: v for k, v in self._known.items() if v[1] > now}
+            self._known[digest] = (principal, now + self._ttl)
+        return principal

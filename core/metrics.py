@@ -73,3 +73,41 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.gateway_requests = Counter(
+            "switchyard_gateway_requests",
+            "Gateway requests by model, task, status (ok, error, canceled) and cache "
+            "(miss, hit, dedup).",
+            ["model", "task", "status", "cache"],
+            registry=r,
+        )
+        self.gateway_tokens = Counter(
+            "switchyard_gateway_tokens",
+            "Tokens by model and kind (input, output, cache_read, cache_write).",
+            ["model", "kind"],
+            registry=r,
+        )
+        self.gateway_cost = Counter(
+            "switchyard_gateway_cost_dollars",
+            "Spend in USD by model, from the usage the API reported.",
+            ["model"],
+            registry=r,
+        )
+        self.gateway_savings = Counter(
+            "switchyard_gateway_savings_dollars",
+            "The naive model at list price without caching, minus what was spent, in USD.",
+            ["model"],
+            registry=r,
+        )
+        self.gateway_latency = Histogram(
+            "switchyard_gateway_latency_seconds",
+            "Gateway latency by phase: queue (admission wait), ttft (streams), total.",
+            ["phase"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.gateway_upstream_calls = Counter(
+            "switchyard_gateway_upstream_calls",
+            "Upstream calls by model and HTTP status (0: no answer).",
+            ["model", "status"],
+            registry=r,
+        )

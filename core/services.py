@@ -12,10 +12,13 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from connectors.registry import ConnectorRegistry
+from core.auth import KeyCache
 from core.connections import ConnectorPool
 from core.crypto import KeyRing
 from core.db.engine import make_engine, make_sessionmaker
 from core.flows.catalog import FlowCatalog
+from core.gateway.factory import build_gateway
+from core.gateway.gateway import Gateway
 from core.ingest_writer import IngestWriter
 from core.metrics import Metrics
 from core.settings import Settings
@@ -32,8 +35,11 @@ class Services:
     flows: FlowCatalog
     ingest: IngestWriter  # group commit for webhook ingress
     http: httpx.AsyncClient  # outbound callbacks; follows no redirects
+    gateway: Gateway  # every Claude call
+    keys: KeyCache  # API keys verified recently (hot paths skip the lookup)
 
     async def aclose(self) -> None:
+        await self.gateway.aclose()  # flushes call records, so before the engine goes
         await self.ingest.aclose()
         await self.connectors.aclose()
         await self.http.aclose()
@@ -53,11 +59,13 @@ def build_services(
     registry: ConnectorRegistry | None = None,
     metrics: Metrics | None = None,
     flows: FlowCatalog | None = None,
+    gateway: Gateway | None = None,
 ) -> Services:
     engine = make_engine(settings.database_url, pool_size=max(5, settings.worker_concurrency))
     keyring = load_keyring(settings)
     sessions = make_sessionmaker(engine)
     catalog = flows if flows is not None else FlowCatalog.load(settings.mappings_dir)
+    metrics = metrics or Metrics()
     return Services(
         settings=settings,
         engine=engine,
@@ -68,9 +76,11 @@ def build_services(
             keyring,
             settings,
         ),
-        metrics=metrics or Metrics(),
+        metrics=metrics,
         flows=catalog,
         # SQLite has one writer, so one transaction at a time; PostgreSQL overlaps two.
         ingest=IngestWriter(sessions, catalog, flushers=1 if settings.is_embedded else 2),
         http=httpx.AsyncClient(timeout=settings.callback_timeout_seconds, follow_redirects=False),
+        gateway=gateway or build_gateway(settings, sessions, metrics),
+        keys=KeyCache(sessions, settings.gateway.auth_cache_seconds),
     )

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -27,6 +27,81 @@ from core.errors import SettingsError
 
 ENV_PREFIX = "SWITCHYARD_"
 DEFAULT_DATABASE_URL = "sqlite:///./var/switchyard.db"
+DEFAULT_TASK_TIERS = {
+    "classify": "small",
+    "extract": "small",
+    "summarize": "small",
+    "reason": "medium",
+    "write": "medium",
+    "hard": "large",
+}
+DEFAULT_TIER_MODELS = {
+    "small": "claude-haiku-5-5",
+    "medium": "claude-sonnet-5-5",
+    "large": "claude-opus-5-5",
+}
+DEFAULT_MAX_TOKENS = {
+    "classify": 256,
+    "extract": 1024,
+    "summarize": 1024,
+    "reason": 2048,
+    "write": 2048,
+    "hard": 4096,
+}
+
+
+class GatewaySettings(BaseModel):
+    """The Claude gateway (``SWITCHYARD_GATEWAY__*``); README lists each field."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    catalog_file: Path | None = Field(
+        None, description="Model/price data file; the bundled core/gateway/models.yaml if unset."
+    )
+    task_tiers: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_TASK_TIERS),
+        description="Task kind → tier (JSON object).",
+    )
+    tier_models: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_TIER_MODELS),
+        description="Tier → model id (JSON object); tiers escalate in the order given.",
+    )
+    max_tokens: dict[str, int] = Field(
+        default_factory=lambda: dict(DEFAULT_MAX_TOKENS),
+        description="Task kind → default max_tokens when a request names none (JSON object).",
+    )
+    escalate: bool = Field(True, description="Retry an answer that fails validation one tier up.")
+    naive_model: str = Field(
+        "claude-opus-5-5", description="Model the savings figure compares against."
+    )
+    auto_cache: bool = Field(True, description="Place prompt-cache breakpoints when none are set.")
+    compress: bool = Field(False, description="Compress reference documents for every caller.")
+    dedup: bool = Field(True, description="Share one upstream call among identical requests.")
+    response_cache_seconds: float = Field(
+        300, ge=0, description="TTL of cached answers (temperature 0 or opt-in); 0 turns it off."
+    )
+    response_cache_max_bytes: int = Field(
+        64 * 2**20, gt=0, description="In-process response cache size."
+    )
+    admission: Literal["auto", "memory", "redis"] = Field(
+        "auto", description="Token buckets in process, or on Redis (auto: Redis if configured)."
+    )
+    limits: dict[str, dict[str, int]] = Field(
+        default_factory=dict,
+        description='Per-model {"rpm","input_tpm","output_tpm"} overriding the catalogue.',
+    )
+    interactive_deadline_seconds: float = Field(
+        60, gt=0, description="Longest an interactive call may wait and retry."
+    )
+    background_deadline_seconds: float = Field(
+        900, gt=0, description="Longest a background (flow) call may wait and retry."
+    )
+    max_retries: int = Field(5, ge=0, le=10, description="Upstream retries per call.")
+    upstream_timeout_seconds: float = Field(600, gt=0, description="One upstream attempt.")
+    max_body_bytes: int = Field(32 * 2**20, gt=0, description="/v1/messages body limit.")
+    auth_cache_seconds: float = Field(
+        30, ge=0, description="How long a verified API key is trusted without a lookup."
+    )
 
 
 def _split_csv(value: Any) -> Any:
@@ -91,6 +166,14 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = Field(
         "json", description="json (one object per line) or console."
     )
+    anthropic_base_url: str = Field(
+        "https://api.anthropic.com",
+        description="Upstream Messages API (any Anthropic-compatible endpoint).",
+    )
+    anthropic_api_key: SecretStr | None = Field(
+        None, description="Switchyard's upstream key; never leaves the server."
+    )
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     host: str = Field("127.0.0.1", description="`switchyard serve` bind address.")
     port: int = Field(8000, gt=0, lt=65536, description="`switchyard serve` port.")
 

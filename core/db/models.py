@@ -249,3 +249,76 @@ class AuditEntry(Base):
     object_id: Mapped[str] = mapped_column(String(100))
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
     at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class GatewayRequest(Base):
+    """One request through the Claude gateway: what was asked, what it cost, what it saved.
+
+    Costs are integers in picodollars (1e-12 USD) so sums are exact on every database.
+    """
+
+    __tablename__ = "gateway_requests"
+    __table_args__ = (
+        Index("ix_gateway_requests_tenant_at", "tenant_id", "created_at"),
+        Index("ix_gateway_requests_tenant_feature_at", "tenant_id", "feature", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    trace_id: Mapped[str] = mapped_column(String(32))
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    feature: Mapped[str] = mapped_column(String(100))
+    api_key_id: Mapped[str | None] = mapped_column(String(32))
+    task: Mapped[str | None] = mapped_column(String(20))
+    requested_model: Mapped[str | None] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(64))
+    stream: Mapped[bool] = mapped_column(Boolean)
+    priority: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))  # ok | error | canceled
+    http_status: Mapped[int] = mapped_column(Integer)
+    error_type: Mapped[str | None] = mapped_column(String(64))
+    stop_reason: Mapped[str | None] = mapped_column(String(32))
+    input_tokens: Mapped[int] = mapped_column(BigId, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigId, default=0)
+    cache_read_tokens: Mapped[int] = mapped_column(BigId, default=0)
+    cache_write_5m_tokens: Mapped[int] = mapped_column(BigId, default=0)
+    cache_write_1h_tokens: Mapped[int] = mapped_column(BigId, default=0)
+    cost_picodollars: Mapped[int] = mapped_column(BigId, default=0)
+    list_cost_picodollars: Mapped[int] = mapped_column(BigId, default=0)  # same model, no cache
+    naive_cost_picodollars: Mapped[int] = mapped_column(BigId, default=0)  # naive model, no cache
+    queue_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    ttft_ms: Mapped[float | None] = mapped_column(Float)
+    total_ms: Mapped[float] = mapped_column(Float)
+    upstream_calls: Mapped[int] = mapped_column(Integer, default=0)
+    retries: Mapped[int] = mapped_column(Integer, default=0)
+    dedup_hit: Mapped[bool] = mapped_column(Boolean, default=False)
+    cache_hit: Mapped[bool] = mapped_column(Boolean, default=False)
+    escalated: Mapped[bool] = mapped_column(Boolean, default=False)
+    breakpoints_added: Mapped[int] = mapped_column(Integer, default=0)
+    compression_tokens_saved: Mapped[int] = mapped_column(Integer, default=0)
+    prompt_hash: Mapped[str] = mapped_column(String(64))
+    response_hash: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class UpstreamCall(Base):
+    """One HTTP call from the gateway to the Anthropic API (a request may make several)."""
+
+    __tablename__ = "gateway_upstream_calls"
+    __table_args__ = (Index("ix_gateway_upstream_calls_request", "request_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(ForeignKey("gateway_requests.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    model: Mapped[str] = mapped_column(String(64))
+    http_status: Mapped[int] = mapped_column(Integer)  # 0: no answer (connection error)
+    error_type: Mapped[str | None] = mapped_column(String(64))
+    upstream_request_id: Mapped[str | None] = mapped_column(String(100))
+    input_tokens: Mapped[int] = mapped_column(BigId, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigId, default=0)
+    cache_read_tokens: Mapped[int] = mapped_column(BigId, default=0)
+    cache_write_tokens: Mapped[int] = mapped_column(BigId, default=0)
+    cost_picodollars: Mapped[int] = mapped_column(BigId, default=0)
+    retry_after: Mapped[float | None] = mapped_column(Float)
+    ttft_ms: Mapped[float | None] = mapped_column(Float)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

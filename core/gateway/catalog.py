@@ -24,7 +24,7 @@ DEFAULT_CATALOG = Path(__file__).with_name("models.yaml")
 class UnknownModel(SwitchyardError):
     problem_type = "unknown-model"
     title = "Unknown model"
-    status = 400
+    status = 404  # as the Anthropic API answers an unknown model
 
 
 class _Strict(BaseModel):

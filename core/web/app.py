@@ -32,7 +32,16 @@ from core.services import Services
 from core.web import problems
 from core.web.docs import install_docs
 from core.web.limits import BodyLimitMiddleware
-from core.web.routers import connections, health, hooks, jobs, metrics, subscriptions
+from core.web.routers import (
+    connections,
+    health,
+    hooks,
+    jobs,
+    messages,
+    metrics,
+    subscriptions,
+    usage,
+)
 
 TRACE_HEADER = "x-trace-id"
 DESCRIPTION = """\
@@ -138,9 +147,9 @@ def create_app(services: Services) -> FastAPI:
     app.state.wake_worker = wake
 
     problems.install_problem_handlers(app)
-    for module in (health, metrics, hooks, problems):
+    for module in (health, metrics, hooks, problems, messages):
         app.include_router(module.router)
-    for module in (jobs, connections, subscriptions):
+    for module in (jobs, connections, subscriptions, usage):
         app.include_router(module.router, responses=problems.API_PROBLEMS)
 
     # Added innermost first: the request context must wrap the body limit's 413s.
@@ -148,6 +157,7 @@ def create_app(services: Services) -> FastAPI:
         BodyLimitMiddleware,
         hook_max_bytes=services.settings.hook_max_body_bytes,
         api_max_bytes=services.settings.api_max_body_bytes,
+        gateway_max_bytes=services.settings.gateway.max_body_bytes,
     )
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -1,7 +1,8 @@
 """Request body limits, as pure ASGI middleware (no per-request task or body buffering).
 
-``/hooks/…`` gets ``settings.hook_max_body_bytes``, everything else
-``settings.api_max_body_bytes``.
+``/hooks/…`` gets ``settings.hook_max_body_bytes``, the Anthropic-compatible
+``/v1/messages…`` ``settings.gateway.max_body_bytes`` (answered in the Anthropic error
+shape), everything else ``settings.api_max_body_bytes``.
 
 * A declared ``Content-Length`` over the limit is answered 413 ``payload-too-large`` at
   once, before a byte of the body is read.
@@ -21,9 +22,11 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.errors import PayloadTooLarge
+from core.web.anthropic_errors import error_response
 from core.web.problems import problem_response
 
 HOOKS_PREFIX = "/hooks/"
+MESSAGES_PREFIX = "/v1/messages"
 
 
 def _declared_length(scope: Scope) -> int | None:
@@ -41,17 +44,32 @@ def _too_large(scope: Scope, limit: int, size: str) -> PayloadTooLarge:
 
 
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, *, hook_max_bytes: int, api_max_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        hook_max_bytes: int,
+        api_max_bytes: int,
+        gateway_max_bytes: int = 32 * 2**20,  # the Messages API's own limit
+    ) -> None:
         self.app = app
         self.hook_max_bytes = hook_max_bytes
         self.api_max_bytes = api_max_bytes
+        self.gateway_max_bytes = gateway_max_bytes
+
+    def _limit(self, path: str) -> int:
+        if path.startswith(HOOKS_PREFIX):
+            return self.hook_max_bytes
+        if path.startswith(MESSAGES_PREFIX):
+            return self.gateway_max_bytes
+        return self.api_max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        limit = self.hook_max_bytes if path.startswith(HOOKS_PREFIX) else self.api_max_bytes
+        limit = self._limit(path)
         declared = _declared_length(scope)
         if declared is not None and declared > limit:
             await self._reject(scope, receive, send, _too_large(scope, limit, str(declared)))
@@ -90,6 +108,11 @@ class BodyLimitMiddleware:
     @staticmethod
     async def _reject(scope: Scope, receive: Receive, send: Send, error: PayloadTooLarge) -> None:
         state: dict[str, Any] = scope.get("state", {})
+        if scope["path"].startswith(MESSAGES_PREFIX):
+            reply = error_response(error, state.get("trace_id") or "")
+            reply.headers["connection"] = "close"
+            await reply(scope, receive, send)
+            return
         response = problem_response(
             error,
             instance=scope["path"],

@@ -201,7 +201,27 @@ async def _create_subscription(client: httpx.AsyncClient, world: World) -> None:
     assert await _subscribe(client, world.b) != world.a_subscription
 
 
+async def _usage(client: httpx.AsyncClient, world: World) -> None:
+    response = await client.get("/v1/usage", headers=world.b.headers())
+    assert response.status_code == 200
+    assert response.json()["totals"]["requests"] == 0  # A's calls (if any) never count
+
+
+def _messages(path: str) -> Probe:
+    # No tenant objects behind the Messages API; what matters is that B's key is its own
+    # caller. An invalid body is refused before anything goes upstream.
+    async def probe(client: httpx.AsyncClient, world: World) -> None:
+        response = await client.post(path, json={"model": 1}, headers=world.b.headers())
+        assert response.status_code == 400
+        assert response.json()["type"] == "error"
+
+    return probe
+
+
 WALK: dict[tuple[str, str], Probe] = {
+    ("GET", "/v1/usage"): _usage,
+    ("POST", "/v1/messages"): _messages("/v1/messages"),
+    ("POST", "/v1/messages/count_tokens"): _messages("/v1/messages/count_tokens"),
     ("GET", "/v1/jobs"): _list_jobs,
     ("GET", "/v1/jobs/{job_id}"): _not_found("GET", lambda w: f"/v1/jobs/{w.a_queued_job}"),
     ("POST", "/v1/jobs/{job_id}/replay"): _not_found(

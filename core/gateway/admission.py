@@ -1,0 +1,447 @@
+"""Admission: per-model token buckets in front of the upstream.
+
+Switchyard keeps its own copy of each model's three Anthropic limits, so that it never trips
+them itself: requests, input tokens and output tokens per minute. Each is a token bucket
+with continuous refill (capacity = the per-minute limit, refill = limit / 60 per second;
+a 60 RPM limit admits one request a second once the burst is spent, as the API does).
+
+A request reserves, all at once, one request, its estimated *uncached* input tokens (cache
+reads do not count toward the input limit) and its whole ``max_tokens`` of output (the API
+reserves output the same way). The :class:`Permit` it gets back is then either
+
+* **settled** with the real usage (``input_tokens`` = uncached + cache-write input,
+  ``output_tokens``): the input reservation is corrected to the real figure either way and
+  the unused output reservation is given back; or
+* **released**, for a request that never reached the upstream: everything is given back.
+
+Only the first of these counts; later calls do nothing, so ``settle`` in the body and
+``release`` in a ``finally`` is safe. Both are synchronous so they also work in cleanup code
+that runs while a task is being cancelled.
+
+Waiting: each model has one line ordered by (priority, arrival) — interactive before
+background, first come first served within a priority. Only the head of the line may take
+tokens, so a large request is not overtaken forever by small ones. The head sleeps exactly
+until enough tokens will have refilled (no polling) and is woken early when tokens come
+back (a settle or release) or the line changes. A waiter whose deadline passes gets
+:class:`AdmissionTimeout` (429, with ``retry_after`` = the estimated wait): that is the only
+rate-limit error a caller of the gateway ever sees. A request larger than a bucket's
+capacity can never fit and gets :class:`RequestTooLarge` at once.
+
+The upstream's view wins when it is stricter: :meth:`Admission.observe` applies the
+``anthropic-ratelimit-*`` response headers (a lower ``remaining`` lowers our bucket, a
+different ``limit`` becomes the capacity), and :meth:`Admission.penalize` pauses a model
+after an upstream 429 until its ``retry-after`` has passed.
+
+:class:`InProcessAdmission` serves one process; :mod:`core.gateway.admission_redis` shares
+the buckets between instances.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import itertools
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any, NamedTuple, Protocol
+
+from core.errors import TerminalError, TransientError
+from core.gateway.catalog import RateLimits, UnknownModel
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+BUCKETS = ("requests", "input_tokens", "output_tokens")
+_HEADER_BUCKETS = ("requests", "input-tokens", "output-tokens")
+# Tokens are floats while refilling; a shortfall this small counts as room.
+EPSILON = 1e-6
+
+
+class Priority(IntEnum):
+    """Lower values are served first."""
+
+    INTERACTIVE = 0
+    BACKGROUND = 1
+
+
+class AdmissionTimeout(TransientError):
+    problem_type = "admission-timeout"
+    title = "The model's rate limit left no room before the deadline"
+    status = 429
+
+    def __init__(self, detail: str, *, retry_after: float, **extensions: Any) -> None:
+        super().__init__(detail, **extensions)
+        self.retry_after = retry_after
+
+
+class RequestTooLarge(TerminalError):
+    problem_type = "request-exceeds-rate-limit"
+    title = "The request is larger than the model's per-minute limit"
+    status = 400
+
+
+class Amounts(NamedTuple):
+    """One figure per bucket, in :data:`BUCKETS` order."""
+
+    requests: float
+    input_tokens: float
+    output_tokens: float
+
+
+def _total(amounts: list[Amounts]) -> Amounts:
+    return Amounts(*(sum(column) for column in zip(*amounts, strict=True)))
+
+
+def check_fits(model: str, cost: Amounts, capacity: Amounts) -> None:
+    for name, need, room in zip(BUCKETS, cost, capacity, strict=True):
+        if need > room:
+            raise RequestTooLarge(
+                f"{name} {need:g} exceeds {model}'s per-minute limit of {room:g}; "
+                "it can never be admitted",
+                model=model,
+                bucket=name,
+            )
+
+
+class Permit:
+    """The right to send one request upstream; settle or release it (once)."""
+
+    def __init__(
+        self, model: str, reserved: Amounts, credit: Callable[[Amounts], None], waited: float
+    ) -> None:
+        self.model = model
+        self.reserved = reserved
+        self.waited = waited  # seconds spent in the line
+        self._credit = credit
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def settle(self, input_tokens: int, output_tokens: int) -> None:
+        """Correct the reservation to the real usage (uncached + cache-write input)."""
+        if input_tokens < 0 or output_tokens < 0:
+            raise ValueError("usage cannot be negative")
+        if self._closed:
+            return
+        self._closed = True
+        self._credit(
+            Amounts(
+                0,
+                self.reserved.input_tokens - input_tokens,
+                self.reserved.output_tokens - output_tokens,
+            )
+        )
+
+    def release(self) -> None:
+        """Give everything back: the request never reached the upstream."""
+        if self._closed:
+            return
+        self._closed = True
+        self._credit(self.reserved)
+
+
+@dataclass(frozen=True)
+class ModelSnapshot:
+    capacity: Amounts
+    remaining: Amounts
+    queued: Mapping[Priority, int]
+    paused_for: float
+
+
+class Admission(Protocol):
+    async def acquire(
+        self,
+        model: str,
+        *,
+        input_tokens: int,
+        max_tokens: int,
+        priority: Priority,
+        deadline: float,
+    ) -> Permit:
+        """Wait for room in ``model``'s buckets and reserve it; ``deadline`` is monotonic."""
+        ...
+
+    def observe(self, model: str, headers: Mapping[str, str]) -> None:
+        """Apply the upstream's ``anthropic-ratelimit-*`` headers."""
+        ...
+
+    def penalize(self, model: str, retry_after: float) -> None:
+        """After an upstream 429: admit nothing for ``model`` for ``retry_after`` seconds."""
+        ...
+
+    async def snapshot(self) -> dict[str, ModelSnapshot]:
+        """Per model (configured or used): capacity, remaining, queue, pause."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def limits_for(model: str, limits: Mapping[str, RateLimits], default: RateLimits | None) -> Amounts:
+    found = limits.get(model, default)
+    if found is None:
+        raise UnknownModel(f"no rate limits are configured for model {model!r}")
+    return Amounts(found.rpm, found.input_tpm, found.output_tpm)
+
+
+def parse_ratelimit_headers(headers: Mapping[str, str]) -> list[tuple[int | None, int | None]]:
+    """(limit, remaining) per bucket from the upstream's headers; absent or malformed → None."""
+    lowered = {name.lower(): value for name, value in headers.items()}
+
+    def number(name: str) -> int | None:
+        try:
+            value = int(lowered[name])
+        except (KeyError, ValueError):
+            return None
+        return value if value >= 0 else None
+
+    found: list[tuple[int | None, int | None]] = []
+    for bucket in _HEADER_BUCKETS:
+        limit = number(f"anthropic-ratelimit-{bucket}-limit")
+        found.append(
+            (limit or None, number(f"anthropic-ratelimit-{bucket}-remaining")),
+        )
+    return found
+
+
+# ----------------------------------------------------------------------- the waiting line
+
+
+@dataclass(order=True)
+class _Waiter:
+    priority: int
+    seq: int
+    cost: Amounts = field(compare=False)
+    wake: asyncio.Event = field(compare=False, default_factory=asyncio.Event)
+
+
+class WaitingLine:
+    """One model's requests waiting for room, ordered by (priority, arrival).
+
+    ``attempt(cost, priority)`` is called for the head only: it takes the cost and returns 0,
+    or returns the seconds to sleep before trying again. ``estimate(cost_ahead, last_wait)``
+    answers the ``retry_after`` of a timeout. Shared by both implementations.
+    """
+
+    def __init__(self, clock: Clock, sleep: Sleep) -> None:
+        self._clock = clock
+        self._sleep = sleep
+        self._line: list[_Waiter] = []
+        self._seq = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self._line)
+
+    def counts(self) -> dict[Priority, int]:
+        counts = dict.fromkeys(Priority, 0)
+        for waiter in self._line:
+            counts[Priority(waiter.priority)] += 1
+        return counts
+
+    def kick(self) -> None:
+        """Wake the head: room may have appeared."""
+        if self._line:
+            self._line[0].wake.set()
+
+    async def admit(
+        self,
+        cost: Amounts,
+        priority: Priority,
+        deadline: float,
+        attempt: Callable[[Amounts, Priority], Awaitable[float]],
+        estimate: Callable[[Amounts, float], Awaitable[float]],
+    ) -> None:
+        waiter = _Waiter(int(priority), next(self._seq), cost)
+        bisect.insort(self._line, waiter)
+        try:
+            while True:
+                # Cleared before attempting, so a kick during an awaited attempt is kept.
+                waiter.wake.clear()
+                wait = math.inf
+                if self._line[0] is waiter:
+                    wait = await attempt(cost, priority)
+                    if wait <= 0:
+                        return
+                left = deadline - self._clock()
+                if left <= 0:
+                    ahead = _total([w.cost for w in self._line if w <= waiter])
+                    retry_after = await estimate(ahead, wait)
+                    raise AdmissionTimeout(
+                        f"no room within the deadline (about {retry_after:.1f}s needed)",
+                        retry_after=retry_after,
+                    )
+                await self._nap(waiter.wake, min(wait, left))
+        finally:
+            was_head = self._line[0] is waiter
+            self._line.remove(waiter)
+            if was_head:
+                self.kick()
+
+    async def _nap(self, wake: asyncio.Event, seconds: float) -> None:
+        if seconds == math.inf:
+            await wake.wait()
+            return
+
+        def ring(timer: asyncio.Future[None]) -> None:
+            if not timer.cancelled():
+                wake.set()
+
+        timer = asyncio.ensure_future(self._sleep(seconds))
+        timer.add_done_callback(ring)
+        try:
+            await wake.wait()
+        finally:
+            timer.cancel()
+
+
+# ------------------------------------------------------------------ in-process implementation
+
+
+class _Bucket:
+    __slots__ = ("capacity", "level", "stamp")
+
+    def __init__(self, capacity: float, now: float) -> None:
+        self.capacity = capacity
+        self.level = capacity
+        self.stamp = now
+
+    def refill(self, now: float) -> None:
+        elapsed = max(0.0, now - self.stamp)
+        self.level = min(self.capacity, self.level + self.capacity / 60 * elapsed)
+        self.stamp = max(self.stamp, now)
+
+    def seconds_until(self, amount: float) -> float:
+        shortfall = amount - self.level
+        return shortfall / (self.capacity / 60) if shortfall > EPSILON else 0.0
+
+
+class _ModelState:
+    def __init__(self, capacity: Amounts, now: float, line: WaitingLine) -> None:
+        self.buckets = tuple(_Bucket(c, now) for c in capacity)
+        self.paused_until = -math.inf
+        self.line = line
+
+    def refill(self, now: float) -> None:
+        for bucket in self.buckets:
+            bucket.refill(now)
+
+    def capacity(self) -> Amounts:
+        return Amounts(*(b.capacity for b in self.buckets))
+
+    def remaining(self) -> Amounts:
+        return Amounts(*(b.level for b in self.buckets))
+
+    def seconds_until(self, cost: Amounts, now: float) -> float:
+        self.refill(now)
+        waits = (b.seconds_until(a) for b, a in zip(self.buckets, cost, strict=True))
+        return max(self.paused_until - now, 0.0, *waits)
+
+    def add(self, amounts: Amounts, now: float) -> None:
+        self.refill(now)
+        for bucket, amount in zip(self.buckets, amounts, strict=True):
+            bucket.level = min(bucket.capacity, bucket.level + amount)
+
+
+class InProcessAdmission:
+    """Token buckets in this process's memory: right for a single instance."""
+
+    def __init__(
+        self,
+        limits: Mapping[str, RateLimits],
+        default: RateLimits | None = None,
+        *,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self._limits = dict(limits)
+        self._default = default
+        self._clock = clock
+        self._sleep = sleep
+        self._models: dict[str, _ModelState] = {}
+
+    def _state(self, model: str) -> _ModelState:
+        state = self._models.get(model)
+        if state is None:
+            capacity = limits_for(model, self._limits, self._default)
+            line = WaitingLine(self._clock, self._sleep)
+            state = self._models[model] = _ModelState(capacity, self._clock(), line)
+        return state
+
+    async def acquire(
+        self,
+        model: str,
+        *,
+        input_tokens: int,
+        max_tokens: int,
+        priority: Priority,
+        deadline: float,
+    ) -> Permit:
+        state = self._state(model)
+        cost = Amounts(1, input_tokens, max_tokens)
+        check_fits(model, cost, state.capacity())
+        started = self._clock()
+
+        async def attempt(cost: Amounts, _: Priority) -> float:
+            # No await in here: checking and taking happen in one step.
+            check_fits(model, cost, state.capacity())  # `observe` may have lowered a limit
+            now = self._clock()
+            wait = state.seconds_until(cost, now)
+            if wait <= 0:
+                state.add(Amounts(*(-a for a in cost)), now)
+            return wait
+
+        async def estimate(ahead: Amounts, _: float) -> float:
+            return state.seconds_until(ahead, self._clock())
+
+        await state.line.admit(cost, priority, deadline, attempt, estimate)
+        return Permit(
+            model,
+            cost,
+            lambda amounts: self._credit(state, amounts),
+            waited=self._clock() - started,
+        )
+
+    def _credit(self, state: _ModelState, amounts: Amounts) -> None:
+        state.add(amounts, self._clock())
+        state.line.kick()
+
+    def observe(self, model: str, headers: Mapping[str, str]) -> None:
+        state = self._models.get(model)
+        if state is None:
+            return  # never admitted here: nothing to correct
+        state.refill(self._clock())
+        for bucket, (limit, remaining) in zip(
+            state.buckets, parse_ratelimit_headers(headers), strict=True
+        ):
+            if limit is not None and limit != bucket.capacity:
+                bucket.capacity = limit
+                bucket.level = min(bucket.level, limit)
+            if remaining is not None and remaining < bucket.level:
+                bucket.level = remaining
+        state.line.kick()  # capacities may have changed the head's wait (or its fit)
+
+    def penalize(self, model: str, retry_after: float) -> None:
+        state = self._models.get(model)
+        if state is not None:
+            state.paused_until = max(state.paused_until, self._clock() + max(0.0, retry_after))
+
+    async def snapshot(self) -> dict[str, ModelSnapshot]:
+        now = self._clock()
+        found: dict[str, ModelSnapshot] = {}
+        for model in sorted({*self._limits, *self._models}):
+            state = self._state(model)
+            state.refill(now)
+            found[model] = ModelSnapshot(
+                capacity=state.capacity(),
+                remaining=state.remaining(),
+                queued=state.line.counts(),
+                paused_for=max(0.0, state.paused_until - now),
+            )
+        return found
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,95 @@
+"""Build the gateway from settings: the one place its parts are chosen and wired."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from core.errors import SettingsError
+from core.gateway.admission import Admission, InProcessAdmission
+from core.gateway.catalog import Catalog, RateLimits
+from core.gateway.gateway import Gateway
+from core.gateway.records import Recorder
+from core.gateway.response_cache import MemoryResponseCache, ResponseCache
+from core.gateway.routing import RoutingTable
+from core.gateway.telemetry import GatewayTelemetry
+from core.gateway.upstream import Upstream
+from core.metrics import Metrics
+from core.settings import Settings
+
+
+def admission_limits(settings: Settings, catalog: Catalog) -> dict[str, RateLimits]:
+    """The catalogue's default limits per model, overridden by ``gateway.limits``."""
+    limits = {model.id: model.limits for model in catalog}
+    for model_id, override in settings.gateway.limits.items():
+        base = limits.get(model_id)
+        merged: dict[str, Any] = {**(base.model_dump() if base else {}), **override}
+        try:
+            limits[model_id] = RateLimits.model_validate(merged)
+        except ValueError as exc:
+            raise SettingsError(
+                f"SWITCHYARD_GATEWAY__LIMITS: {model_id!r} needs rpm, input_tpm and "
+                f"output_tpm as positive integers ({exc})"
+            ) from None
+    return limits
+
+
+def _redis(settings: Settings) -> Any:
+    if not settings.redis_url:
+        raise SettingsError(
+            "SWITCHYARD_GATEWAY__ADMISSION=redis needs SWITCHYARD_REDIS_URL (redis://host:6379/0)"
+        )
+    import redis.asyncio
+
+    return redis.asyncio.from_url(settings.redis_url)
+
+
+def build_gateway(
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    metrics: Metrics,
+    *,
+    catalog: Catalog | None = None,
+    upstream: Upstream | None = None,
+) -> Gateway:
+    config = settings.gateway
+    catalog = catalog or Catalog.load(config.catalog_file)
+    routing = RoutingTable.build(
+        task_tiers=config.task_tiers,
+        tier_models=config.tier_models,
+        tier_order=list(config.tier_models),
+        max_tokens=config.max_tokens,
+    )
+    routing.check(catalog)
+    catalog.get(config.naive_model)
+    limits = admission_limits(settings, catalog)
+    shared = config.admission == "redis" or (config.admission == "auto" and settings.redis_url)
+    admission: Admission
+    cache: ResponseCache
+    if shared:
+        from core.gateway.admission_redis import RedisAdmission
+        from core.gateway.response_cache import RedisResponseCache
+
+        client = _redis(settings)
+        admission = RedisAdmission(client, limits, prefix="switchyard:admission")
+        cache = RedisResponseCache(client, prefix="switchyard:responses")
+    else:
+        admission = InProcessAdmission(limits)
+        cache = MemoryResponseCache(max_entries=100_000, max_bytes=config.response_cache_max_bytes)
+    api_key = settings.anthropic_api_key
+    return Gateway(
+        settings=config,
+        catalog=catalog,
+        routing=routing,
+        upstream=upstream
+        or Upstream(
+            base_url=settings.anthropic_base_url,
+            api_key=api_key.get_secret_value() if api_key else None,
+            timeout=config.upstream_timeout_seconds,
+        ),
+        admission=admission,
+        recorder=Recorder(sessions),
+        telemetry=GatewayTelemetry(metrics),
+        response_cache=cache,
+    )

@@ -1,0 +1,341 @@
+"""The gateway: the one async API every Claude call in Switchyard goes through.
+
+``complete`` (a whole answer) and ``stream`` (SSE bytes as they arrive) run the same steps:
+:mod:`prepare` (route, output cap, compression, cache breakpoints, fingerprint) → response
+cache → single-flight dedup → :mod:`attempts` (admission + retry) → :mod:`upstream` →
+accounting → a :class:`~core.gateway.records.CallRecord` handed to the recorder (off the
+request path) and to telemetry. Policy, redaction, budgets and prompt versions (the
+governance steps) wrap this in their own modules.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from core.db.types import new_id
+from core.gateway import accounting
+from core.gateway.admission import Admission, Priority
+from core.gateway.attempts import fill_attempt_usage, with_admission_and_retry
+from core.gateway.catalog import Catalog, ModelInfo
+from core.gateway.prepare import Prepared, prepare
+from core.gateway.records import CallRecord, Recorder
+from core.gateway.response_cache import ResponseCache
+from core.gateway.routing import RoutingTable
+from core.gateway.singleflight import SingleFlight
+from core.gateway.streaming import GatewayStream, replay_stream
+from core.gateway.telemetry import GatewayTelemetry
+from core.gateway.upstream import Upstream, UpstreamError, UpstreamResponse
+from core.retry import RetryPolicy
+from core.settings import GatewaySettings
+
+PICO = Decimal(10) ** 12
+
+
+def picodollars(amount: Decimal) -> int:
+    return int((amount * PICO).to_integral_value())
+
+
+@dataclass(frozen=True)
+class CallOptions:
+    """Who is calling and how; everything a gateway step needs besides the body."""
+
+    tenant_id: str
+    trace_id: str
+    feature: str = "api"
+    api_key_id: str | None = None
+    task: str | None = None
+    priority: Priority = Priority.INTERACTIVE
+    headers: Mapping[str, str] = field(default_factory=dict)
+    dedup: bool = True
+    cache_response: bool = False  # opt in to the response cache beyond temperature-0 calls
+    no_cache: bool = False  # opt out of dedup and the response cache altogether
+    compress: bool | None = None
+    deadline_seconds: float | None = None
+    validate: Callable[[Mapping[str, Any]], bool] | None = None
+
+
+@dataclass
+class Completion:
+    status: int
+    body: bytes
+    record: CallRecord
+    upstream_request_id: str | None = None
+
+    def message(self) -> dict[str, Any]:
+        parsed: dict[str, Any] = orjson.loads(self.body)
+        return parsed
+
+
+@dataclass(frozen=True)
+class _Shared:
+    """What identical concurrent requests share: the upstream's answer."""
+
+    response: UpstreamResponse
+
+
+class Gateway:
+    def __init__(
+        self,
+        *,
+        settings: GatewaySettings,
+        catalog: Catalog,
+        routing: RoutingTable,
+        upstream: Upstream,
+        admission: Admission,
+        recorder: Recorder,
+        telemetry: GatewayTelemetry,
+        response_cache: ResponseCache | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.routing = routing
+        self.upstream = upstream
+        self.admission = admission
+        self.recorder = recorder
+        self.telemetry = telemetry
+        self.response_cache = response_cache if settings.response_cache_seconds > 0 else None
+        self.naive_model = catalog.get(settings.naive_model)
+        self.retry_policy = RetryPolicy(
+            max_attempts=settings.max_retries + 1, initial=0.5, maximum=20.0
+        )
+        self._clock = clock
+        self._flights: SingleFlight[str, _Shared] = SingleFlight()
+
+    # ----------------------------------------------------------------- helpers
+
+    def _prepare(
+        self, body: Mapping[str, Any], options: CallOptions, route_override: Any = None
+    ) -> Prepared:
+        return prepare(
+            body,
+            tenant_id=options.tenant_id,
+            task=options.task,
+            headers=options.headers,
+            catalog=self.catalog,
+            routing=self.routing,
+            auto_cache=self.settings.auto_cache,
+            compress=self.settings.compress if options.compress is None else options.compress,
+            cache_opt_in=options.cache_response,
+            model_override=route_override,
+        )
+
+    def _deadline(self, options: CallOptions, started: float) -> float:
+        if options.deadline_seconds is not None:
+            return started + options.deadline_seconds
+        if options.priority == Priority.INTERACTIVE:
+            return started + self.settings.interactive_deadline_seconds
+        return started + self.settings.background_deadline_seconds
+
+    def _new_record(
+        self, body: Mapping[str, Any], options: CallOptions, prepared: Prepared, stream: bool
+    ) -> CallRecord:
+        requested = body.get("model")
+        return CallRecord(
+            id=new_id("gwr"),
+            trace_id=options.trace_id,
+            tenant_id=options.tenant_id,
+            feature=options.feature,
+            api_key_id=options.api_key_id,
+            task=prepared.route.task,
+            requested_model=requested if isinstance(requested, str) else None,
+            model=prepared.route.model,
+            stream=stream,
+            priority=options.priority.name.lower(),
+            prompt_hash=prepared.fingerprint,
+            created_at=datetime.now(UTC),
+            breakpoints_added=prepared.breakpoints_added,
+            compression_tokens_saved=prepared.tokens_saved,
+        )
+
+    def account(
+        self, record: CallRecord, model: ModelInfo, usage: accounting.Usage, *, charged: bool
+    ) -> int:
+        """Add a call's tokens and costs to ``record``; returns the cost in picodollars.
+
+        ``charged=False`` (a dedup follower or a cache hit) records the tokens the answer
+        represents and what they would have cost, but no spend.
+        """
+        now = record.created_at
+        record.input_tokens += usage.input_tokens
+        record.output_tokens += usage.output_tokens
+        record.cache_read_tokens += usage.cache_read_input_tokens
+        record.cache_write_5m_tokens += usage.cache_write_5m
+        record.cache_write_1h_tokens += usage.cache_write_1h
+        spent = picodollars(accounting.cost(model, usage, at=now).total) if charged else 0
+        record.cost_picodollars += spent
+        record.list_cost_picodollars += picodollars(accounting.naive_cost(usage, model, at=now))
+        record.naive_cost_picodollars += picodollars(
+            accounting.naive_cost(usage, self.naive_model, at=now)
+        )
+        return spent
+
+    def finish(self, record: CallRecord, started: float) -> None:
+        record.total_ms = (self._clock() - started) * 1000
+        self.telemetry.observe(record)
+        self.recorder.submit(record)
+
+    def fail(self, record: CallRecord, started: float, exc: BaseException) -> None:
+        record.status = "error"
+        if isinstance(exc, UpstreamError):
+            record.http_status = exc.http_status or 502
+            record.error_type = exc.error_type
+        else:
+            record.http_status = int(getattr(exc, "status", 500))
+            record.error_type = str(getattr(exc, "problem_type", type(exc).__name__))
+        self.finish(record, started)
+
+    # ---------------------------------------------------------------- complete
+
+    async def complete(self, body: Mapping[str, Any], options: CallOptions) -> Completion:
+        started = self._clock()
+        prepared = self._prepare(body, options)
+        record = self._new_record(body, options, prepared, stream=False)
+        try:
+            completion = await self._complete_once(prepared, options, record, started)
+            if options.validate is not None and not options.validate(completion.message()):
+                # One retry of an answer that failed validation, one tier up (counted).
+                higher = self.routing.escalate(prepared.route) if self.settings.escalate else None
+                if higher is not None:
+                    record.escalated = True
+                    record.model = higher.model
+                    retry = self._prepare(body, options, route_override=higher)
+                    completion = await self._complete_once(retry, options, record, started)
+        except BaseException as exc:
+            self.fail(record, started, exc)
+            raise
+        self.finish(record, started)
+        return completion
+
+    async def _complete_once(
+        self,
+        prepared: Prepared,
+        options: CallOptions,
+        record: CallRecord,
+        started: float,
+    ) -> Completion:
+        cache = self.response_cache if prepared.cacheable and not options.no_cache else None
+        if cache is not None:
+            cached = await cache.get(prepared.fingerprint)
+            if cached is not None:
+                record.cache_hit = True
+                return self._settle(prepared, record, cached, None, charged=False)
+
+        async def call() -> _Shared:
+            attempted = await with_admission_and_retry(
+                lambda: self.upstream.send(prepared.body, prepared.headers),
+                admission=self.admission,
+                policy=self.retry_policy,
+                model=prepared.route.model,
+                input_tokens=prepared.input_estimate,
+                max_tokens=prepared.max_tokens,
+                priority=options.priority,
+                deadline=self._deadline(options, started),
+                record=record,
+                clock=self._clock,
+            )
+            usage = _usage_of(attempted.answer.body)
+            attempted.permit.settle(
+                input_tokens=usage.input_tokens + usage.cache_creation_input_tokens,
+                output_tokens=usage.output_tokens,
+            )
+            return _Shared(attempted.answer)
+
+        dedup = self.settings.dedup and options.dedup and not options.no_cache
+        if dedup:
+            shared, follower = await self._flights.run(prepared.fingerprint, call)
+        else:
+            shared, follower = await call(), False
+        record.dedup_hit = follower
+        response = shared.response
+        if cache is not None and not follower:
+            await cache.set(
+                prepared.fingerprint, response.body, self.settings.response_cache_seconds
+            )
+        return self._settle(prepared, record, response.body, response.request_id, not follower)
+
+    def _settle(
+        self,
+        prepared: Prepared,
+        record: CallRecord,
+        body: bytes,
+        upstream_request_id: str | None,
+        charged: bool,
+    ) -> Completion:
+        message = orjson.loads(body)
+        usage = accounting.Usage.from_api(message.get("usage"))
+        spent = self.account(record, prepared.model, usage, charged=charged)
+        if charged and record.attempts:
+            fill_attempt_usage(record.attempts[-1], usage, spent)
+        record.stop_reason = message.get("stop_reason")
+        record.response_hash = hashlib.sha256(body).hexdigest()
+        return Completion(200, body, record, upstream_request_id)
+
+    # ------------------------------------------------------------------ stream
+
+    async def stream(self, body: Mapping[str, Any], options: CallOptions) -> GatewayStream:
+        """Open a stream: returns once the upstream answered 200 (retries happen before).
+
+        After that nothing is replayed: a failure mid-stream reaches the caller as an SSE
+        ``error`` event.
+        """
+        started = self._clock()
+        prepared = self._prepare(body, options)
+        record = self._new_record(body, options, prepared, stream=True)
+        try:
+            use_cache = prepared.cacheable and not options.no_cache
+            if use_cache and self.response_cache is not None:
+                cached = await self.response_cache.get(prepared.fingerprint)
+                if cached is not None:
+                    record.cache_hit = True
+                    completion = self._settle(prepared, record, cached, None, charged=False)
+                    return replay_stream(self, completion, started)
+            attempted = await with_admission_and_retry(
+                lambda: self.upstream.open_stream(prepared.body, prepared.headers),
+                admission=self.admission,
+                policy=self.retry_policy,
+                model=prepared.route.model,
+                input_tokens=prepared.input_estimate,
+                max_tokens=prepared.max_tokens,
+                priority=options.priority,
+                deadline=self._deadline(options, started),
+                record=record,
+                clock=self._clock,
+            )
+        except BaseException as exc:
+            self.fail(record, started, exc)
+            raise
+        cache = self.response_cache if use_cache else None
+        return GatewayStream(self, prepared, record, attempted, started, cache)
+
+    # ------------------------------------------------------------ count_tokens
+
+    async def count_tokens(self, body: Mapping[str, Any], options: CallOptions) -> UpstreamResponse:
+        requested = body.get("model")
+        route = self.routing.route(
+            requested if isinstance(requested, str) else None, options.task, catalog=self.catalog
+        )
+        return await self.upstream.count_tokens(
+            {**body, "model": route.model},
+            {k: v for k, v in options.headers.items() if k.startswith("anthropic-")},
+        )
+
+    async def aclose(self) -> None:
+        await self.recorder.aclose()
+        await self.upstream.aclose()
+
+
+def _usage_of(body: bytes) -> accounting.Usage:
+    try:
+        message = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return accounting.Usage()
+    return accounting.Usage.from_api(message.get("usage") if isinstance(message, dict) else None)

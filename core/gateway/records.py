@@ -1,0 +1,172 @@
+"""Call records: one row per gateway request and per upstream call, written off the hot path.
+
+The gateway hands each finished :class:`CallRecord` to :meth:`Recorder.submit`, which only
+appends to a buffer; a background task writes the buffer in one transaction every
+``flush_interval`` seconds (or at ``max_batch`` rows), so recording adds no latency to a
+call. If the database is down, rows wait in the buffer (bounded by ``max_pending``; beyond
+that the oldest are dropped and counted) and the next flush tries again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from core.db.models import GatewayRequest, UpstreamCall
+from core.logging import get_logger
+
+log = get_logger(__name__)
+
+
+@dataclass
+class AttemptRecord:
+    attempt: int
+    model: str
+    http_status: int
+    latency_ms: float
+    error_type: str | None = None
+    upstream_request_id: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_picodollars: int = 0
+    retry_after: float | None = None
+    ttft_ms: float | None = None
+
+
+@dataclass
+class CallRecord:
+    id: str
+    trace_id: str
+    tenant_id: str
+    feature: str
+    api_key_id: str | None
+    task: str | None
+    requested_model: str | None
+    model: str
+    stream: bool
+    priority: str
+    prompt_hash: str
+    created_at: datetime
+    status: str = "ok"
+    http_status: int = 200
+    error_type: str | None = None
+    stop_reason: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    cost_picodollars: int = 0
+    list_cost_picodollars: int = 0
+    naive_cost_picodollars: int = 0
+    queue_ms: float = 0.0
+    ttft_ms: float | None = None
+    total_ms: float = 0.0
+    retries: int = 0
+    dedup_hit: bool = False
+    cache_hit: bool = False
+    escalated: bool = False
+    breakpoints_added: int = 0
+    compression_tokens_saved: int = 0
+    response_hash: str | None = None
+    attempts: list[AttemptRecord] = field(default_factory=list)
+
+    @property
+    def upstream_calls(self) -> int:
+        return len(self.attempts)
+
+    def request_row(self) -> dict[str, Any]:
+        row = asdict(self)
+        del row["attempts"]
+        row["upstream_calls"] = self.upstream_calls
+        return row
+
+    def attempt_rows(self) -> list[dict[str, Any]]:
+        return [{"request_id": self.id, **asdict(attempt)} for attempt in self.attempts]
+
+
+class Recorder:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        flush_interval: float = 0.25,
+        max_batch: int = 1000,
+        max_pending: int = 200_000,
+    ) -> None:
+        self._sessions = sessions
+        self._flush_interval = flush_interval
+        self._max_batch = max_batch
+        self._pending: deque[CallRecord] = deque(maxlen=max_pending)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.dropped = 0
+        self.written = 0
+
+    def submit(self, record: CallRecord) -> None:
+        if len(self._pending) == self._pending.maxlen:
+            self.dropped += 1  # deque drops the oldest; say so in logs once per flush
+        self._pending.append(record)
+        if self._task is None and not self._closing:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="recorder")
+        if len(self._pending) >= self._max_batch:
+            self._wake.set()
+
+    async def _run(self) -> None:
+        while not self._closing:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._flush_interval)
+            self._wake.clear()
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("writing gateway call records failed; will retry", pending=len(self))
+                await asyncio.sleep(self._flush_interval * 4)
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    async def flush(self) -> int:
+        """Write everything buffered now; returns the rows written."""
+        written = 0
+        while self._pending:
+            batch = [self._pending.popleft() for _ in range(min(self._max_batch, len(self)))]
+            try:
+                async with self._sessions.begin() as session:
+                    await session.execute(
+                        insert(GatewayRequest), [record.request_row() for record in batch]
+                    )
+                    attempts = [row for record in batch for row in record.attempt_rows()]
+                    if attempts:
+                        await session.execute(insert(UpstreamCall), attempts)
+            except BaseException:
+                self._pending.extendleft(reversed(batch))  # kept for the next flush
+                raise
+            written += len(batch)
+        self.written += written
+        if self.dropped:
+            log.warning("gateway call records dropped: buffer full", dropped=self.dropped)
+        return written
+
+    async def aclose(self) -> None:
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        try:
+            await self.flush()
+        except Exception:
+            log.exception("final write of gateway call records failed", lost=len(self))

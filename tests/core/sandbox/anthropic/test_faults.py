@@ -1,0 +1,98 @@
+"""Injected faults: 529/500 as SDK exceptions, seeded draws, slow answers, schema breaks."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import anthropic
+import httpx
+import pytest
+from anthropic import AsyncAnthropic
+
+from core.sandbox.anthropic import AnthropicSandbox, Faults
+from tests.core.sandbox.anthropic.conftest import MODEL, user
+from tests.core.sandbox.anthropic.schema_check import errors
+from tests.core.sandbox.anthropic.test_messages import TICKET_SCHEMA, TOOLS
+
+BODY: dict[str, Any] = {"model": MODEL, "max_tokens": 100, "messages": user("hi")}
+
+
+@pytest.mark.parametrize(
+    ("faults", "status", "error_type", "exception"),
+    [
+        (Faults(rate_529=1.0), 529, "overloaded_error", anthropic.OverloadedError),
+        (Faults(rate_500=1.0), 500, "api_error", anthropic.InternalServerError),
+    ],
+)
+async def test_injected_server_errors_reach_the_sdk_as_typed_exceptions(
+    make_sandbox: Any,
+    client: AsyncAnthropic,
+    faults: Faults,
+    status: int,
+    error_type: str,
+    exception: type[anthropic.APIStatusError],
+) -> None:
+    sandbox: AnthropicSandbox = make_sandbox(faults=faults)
+    with pytest.raises(exception) as caught:
+        await client.messages.create(**BODY)
+    error = caught.value
+    assert error.status_code == status
+    body: Any = error.body
+    assert body["type"] == "error"
+    assert body["error"]["type"] == error_type
+    assert body["request_id"] == error.response.headers["request-id"]
+    assert "anthropic-ratelimit-requests-limit" in error.response.headers
+    assert sandbox.stats.injected[status] == 1
+    assert sandbox.stats.responses[status] == 1
+    with pytest.raises(exception):
+        async with client.messages.stream(**BODY) as stream:
+            await stream.get_final_message()
+
+
+async def test_faults_follow_the_seed_and_can_change_at_runtime(
+    make_sandbox: Any, http: httpx.AsyncClient
+) -> None:
+    def outcomes_for(sandbox: AnthropicSandbox) -> Any:
+        async def run() -> list[int]:
+            return [(await http.post("/v1/messages", json=BODY)).status_code for _ in range(30)]
+
+        return run()
+
+    first = await outcomes_for(make_sandbox(seed=7, faults=Faults(rate_529=0.3, rate_500=0.2)))
+    second = await outcomes_for(make_sandbox(seed=7, faults=Faults(rate_529=0.3, rate_500=0.2)))
+    other = await outcomes_for(make_sandbox(seed=8, faults=Faults(rate_529=0.3, rate_500=0.2)))
+    assert first == second != other
+    assert {200, 500, 529} == set(first)
+    sandbox: AnthropicSandbox = make_sandbox(faults=Faults(rate_529=1.0))
+    assert (await http.post("/v1/messages", json=BODY)).status_code == 529
+    sandbox.faults.rate_529 = 0.0
+    assert (await http.post("/v1/messages", json=BODY)).status_code == 200
+    sandbox.reset()
+    assert sandbox.stats.requests == 0
+
+
+async def test_the_slow_fault_delays_the_answer(make_sandbox: Any, http: httpx.AsyncClient) -> None:
+    make_sandbox(faults=Faults(slow_rate=1.0, slow_seconds=0.2))
+    began = time.perf_counter()
+    assert (await http.post("/v1/messages", json=BODY)).status_code == 200
+    assert time.perf_counter() - began >= 0.2
+
+
+async def test_the_schema_break_fault_returns_invalid_tool_input(
+    make_sandbox: Any, client: AsyncAnthropic
+) -> None:
+    make_sandbox(faults=Faults(schema_break_rate=1.0))
+    message = await client.messages.create(
+        **BODY, tools=TOOLS, tool_choice={"type": "tool", "name": "classify_ticket"}
+    )
+    block = message.content[0]
+    assert block.type == "tool_use"
+    assert errors(TICKET_SCHEMA, block.input) != []
+
+
+def test_fault_rates_are_checked() -> None:
+    with pytest.raises(ValueError, match="rate_529"):
+        Faults(rate_529=1.5)
+    with pytest.raises(ValueError, match="slow_seconds"):
+        Faults(slow_seconds=-1)
