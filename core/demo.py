@@ -13,6 +13,7 @@ import contextlib
 import sys
 
 import uvicorn
+from pydantic import SecretStr
 from sqlalchemy import select
 
 from connectors.base import DemoCapable, DemoSandbox
@@ -20,9 +21,39 @@ from core import audit
 from core.auth import create_api_key, create_tenant
 from core.connections import create_connection, seal_secrets
 from core.db.models import Connection, FlowEnablement, Role, Tenant
+from core.sandbox import SandboxServer
 from core.services import Services
+from core.settings import Settings
 
 DEMO_TENANT = "demo"
+SANDBOX_API_KEY = "sk-ant-sandbox"
+
+
+def start_claude_sandbox(settings: Settings) -> tuple[Settings, SandboxServer | None]:
+    """Demo mode without a real Anthropic key: the gateway's upstream is the local SANDBOX.
+
+    With ``SWITCHYARD_ANTHROPIC_API_KEY`` set, the demo calls the real API instead.
+    """
+    if settings.anthropic_api_key is not None:
+        return settings, None
+    from core.sandbox.anthropic import AnthropicSandbox
+
+    server = SandboxServer(AnthropicSandbox(api_keys=(SANDBOX_API_KEY,)).app)
+    server.start()
+    return (
+        settings.model_copy(
+            update={
+                "anthropic_base_url": server.url,
+                "anthropic_api_key": SecretStr(SANDBOX_API_KEY),
+            }
+        ),
+        server,
+    )
+
+
+def _sandbox_label(services: Services) -> str:
+    key = services.settings.anthropic_api_key
+    return " (SANDBOX)" if key is not None and key.get_secret_value() == SANDBOX_API_KEY else ""
 
 
 async def _tenant(services: Services) -> tuple[Tenant, str]:
@@ -101,6 +132,10 @@ async def run_demo(services: Services, server: uvicorn.Server, stop: asyncio.Eve
         f"  API docs:      {base}/docs",
         f"  demo admin key (shown once): {key}",
         f'  try:           curl -s -H "Authorization: Bearer {key}" {base}/v1/jobs',
+        f"  Claude API:    {services.settings.anthropic_base_url}{_sandbox_label(services)}",
+        f"  try:           curl -s {base}/v1/messages -H 'x-api-key: {key}' "
+        "-H 'x-switchyard-task: summarize' -H 'content-type: application/json' "
+        """-d '{"model":"auto","messages":[{"role":"user","content":"Summarize: hello"}]}'""",
     ]
     try:
         for name, factory in sorted(services.connectors.registry.items()):

@@ -52,6 +52,11 @@ async def serve(
     port: int | None = None,
     worker: bool | None = None,
 ) -> None:
+    claude_sandbox = None
+    if demo:
+        from core.demo import start_claude_sandbox
+
+        settings, claude_sandbox = start_claude_sandbox(settings)
     services = build_services(settings)
     try:
         await assert_migrated(services.engine)
@@ -88,6 +93,8 @@ async def serve(
                     await task
     finally:
         await services.aclose()
+        if claude_sandbox is not None:
+            claude_sandbox.stop()
 
 
 async def _stop_with(server: uvicorn.Server, stop: asyncio.Event) -> None:

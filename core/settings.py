@@ -24,30 +24,10 @@ from pydantic_settings import (
 )
 
 from core.errors import SettingsError
+from core.gateway.routing import DEFAULT_MAX_TOKENS, DEFAULT_TASK_TIERS, DEFAULT_TIER_MODELS
 
 ENV_PREFIX = "SWITCHYARD_"
 DEFAULT_DATABASE_URL = "sqlite:///./var/switchyard.db"
-DEFAULT_TASK_TIERS = {
-    "classify": "small",
-    "extract": "small",
-    "summarize": "small",
-    "reason": "medium",
-    "write": "medium",
-    "hard": "large",
-}
-DEFAULT_TIER_MODELS = {
-    "small": "claude-haiku-5-5",
-    "medium": "claude-sonnet-5-5",
-    "large": "claude-opus-5-5",
-}
-DEFAULT_MAX_TOKENS = {
-    "classify": 256,
-    "extract": 1024,
-    "summarize": 1024,
-    "reason": 2048,
-    "write": 2048,
-    "hard": 4096,
-}
 
 
 class GatewaySettings(BaseModel):
@@ -59,7 +39,7 @@ class GatewaySettings(BaseModel):
         None, description="Model/price data file; the bundled core/gateway/models.yaml if unset."
     )
     task_tiers: dict[str, str] = Field(
-        default_factory=lambda: dict(DEFAULT_TASK_TIERS),
+        default_factory=lambda: {str(k): v for k, v in DEFAULT_TASK_TIERS.items()},
         description="Task kind → tier (JSON object).",
     )
     tier_models: dict[str, str] = Field(
@@ -67,7 +47,7 @@ class GatewaySettings(BaseModel):
         description="Tier → model id (JSON object); tiers escalate in the order given.",
     )
     max_tokens: dict[str, int] = Field(
-        default_factory=lambda: dict(DEFAULT_MAX_TOKENS),
+        default_factory=lambda: {str(k): v for k, v in DEFAULT_MAX_TOKENS.items()},
         description="Task kind → default max_tokens when a request names none (JSON object).",
     )
     escalate: bool = Field(True, description="Retry an answer that fails validation one tier up.")

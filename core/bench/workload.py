@@ -11,7 +11,8 @@ arms see the same requests at the same (virtual) times.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +24,8 @@ from core.gateway.routing import TaskKind
 
 DEFAULT_WORKLOAD = Path(__file__).with_name("workload.yaml")
 RecordKind = Literal["ticket", "email", "account"]
+SLOT = re.compile(r"\{([a-z_]+)(?: (\d+) (\d+))?\}")
+BUILTIN_SLOTS = frozenset({"int", "date", "serial"})
 
 
 class _Strict(BaseModel):
@@ -72,7 +75,7 @@ class TaskSpec(_Strict):
     record: RecordKind
     record_tokens: tuple[int, int]
     instruction: str
-    temperature: float | None = None
+    response_cache: bool = False
     tool: dict[str, Any] | None = None
 
 
@@ -91,14 +94,12 @@ class Reference(_Strict):
     regions: tuple[Region, ...]
 
 
-class Vocabulary(_Strict):
-    people: tuple[str, ...]
-    companies: tuple[str, ...]
-    roles: tuple[str, ...]
-    issues: tuple[str, ...]
-    moods: tuple[str, ...]
-    activities: tuple[str, ...]
-    products: tuple[str, ...]
+class RecordTemplate(_Strict):
+    head: str
+    sentences: tuple[str, ...] = Field(min_length=1)
+
+    def slots(self) -> set[str]:
+        return {m.group(1) for text in (self.head, *self.sentences) for m in SLOT.finditer(text)}
 
 
 class Workload(_Strict):
@@ -108,7 +109,8 @@ class Workload(_Strict):
     naive_max_tokens: int = Field(gt=0)
     profiles: dict[str, Profile]
     tasks: dict[TaskKind, TaskSpec]
-    vocabulary: Vocabulary
+    records: dict[RecordKind, RecordTemplate]
+    vocabulary: dict[str, tuple[str, ...]]
     system: str
     reference: Reference
 
@@ -117,13 +119,22 @@ class Workload(_Strict):
         total = sum(task.share for task in self.tasks.values())
         if abs(total - 1) > 1e-6:
             raise ValueError(f"task shares must add up to 1, not {total:g}")
+        for kind, template in self.records.items():
+            unknown = template.slots() - set(self.vocabulary) - BUILTIN_SLOTS
+            if unknown:
+                raise ValueError(f"records.{kind}: no vocabulary list for {sorted(unknown)}")
+        for task, spec in self.tasks.items():
+            if spec.record not in self.records:
+                raise ValueError(f"tasks.{task}: no records.{spec.record} template")
         return self
 
     def profile(self, name: str) -> Profile:
         try:
             return self.profiles[name]
         except KeyError:
-            raise ValueError(f"no profile {name!r}; the workload has {sorted(self.profiles)}")
+            raise ValueError(
+                f"no profile {name!r}; the workload has {sorted(self.profiles)}"
+            ) from None
 
     def reference_text(self) -> str:
         """The reference document: handbook sections, price list, regional notes."""
@@ -162,7 +173,8 @@ class Call:
     task: TaskKind
     interactive: bool
     feature: str
-    body: Mapping[str, Any]  # system, messages, and tools/tool_choice/temperature if any
+    body: Mapping[str, Any]  # system, messages, and tools if any
+    response_cache: bool = False  # through Switchyard: opt in to its response cache
     repeat_of: int | None = None
 
 
@@ -186,7 +198,7 @@ def build_calls(workload: Workload, profile: Profile) -> list[Call]:
     """Every call of one run, ordered by arrival time (repeats included)."""
     rng = random.Random(workload.seed)
     reference = _document(workload)
-    records = _Records(workload.vocabulary, rng)
+    records = _Records(workload, rng)
     kinds = list(workload.tasks)
     weights = [workload.tasks[kind].share for kind in kinds]
     planned: list[tuple[float, TaskKind, dict[str, Any], int | None]] = []
@@ -196,7 +208,9 @@ def build_calls(workload: Workload, profile: Profile) -> list[Call]:
         body = _body(workload.system, reference, spec, records.make(spec))
         planned.append((at, kind, body, None))
         if spec.priority == "background":
-            share = profile.spike_repeat_share if profile.in_spike(at / 60) else profile.repeat_share
+            share = (
+                profile.spike_repeat_share if profile.in_spike(at / 60) else profile.repeat_share
+            )
             if rng.random() < share:
                 again = at + rng.uniform(0, profile.repeat_within_seconds)
                 planned.append((again, kind, body, len(planned) - 1))
@@ -214,6 +228,7 @@ def build_calls(workload: Workload, profile: Profile) -> list[Call]:
                 interactive=spec.priority == "interactive",
                 feature=spec.feature,
                 body=body,
+                response_cache=spec.response_cache,
                 repeat_of=None if repeat_of is None else position[repeat_of],
             )
         )
@@ -228,9 +243,7 @@ def _document(workload: Workload) -> dict[str, Any]:
     }
 
 
-def _body(
-    system: str, reference: Mapping[str, Any], spec: TaskSpec, record: str
-) -> dict[str, Any]:
+def _body(system: str, reference: Mapping[str, Any], spec: TaskSpec, record: str) -> dict[str, Any]:
     task = {"type": "text", "text": f"{spec.instruction}\n\n{record}"}
     body: dict[str, Any] = {
         "system": system,
@@ -238,87 +251,37 @@ def _body(
     }
     if spec.tool is not None:
         body["tools"] = [spec.tool]
-        body["tool_choice"] = {"type": "tool", "name": spec.tool["name"]}
-    if spec.temperature is not None:
-        body["temperature"] = spec.temperature
     return body
 
 
 class _Records:
-    """Made-up CRM records of a target size (~3 characters per token), from the vocabulary."""
+    """Made-up CRM records of a target size (~3 characters a token), from the templates."""
 
-    def __init__(self, vocabulary: Vocabulary, rng: random.Random) -> None:
-        self.v = vocabulary
+    def __init__(self, workload: Workload, rng: random.Random) -> None:
+        self.templates = workload.records
+        self.vocabulary = workload.vocabulary
         self.rng = rng
-        self.serial = 0
+        self.serial = 40_000
 
     def make(self, spec: TaskSpec) -> str:
         self.serial += 1
+        template = self.templates[spec.record]
         low, high = spec.record_tokens
         chars = 3 * self.rng.randint(low, high)
-        head, sentences = getattr(self, f"_{spec.record}")()
-        text = head
+        text = self._fill(template.head)
         while len(text) < chars:
-            text += " " + self.rng.choice(sentences)()
+            text += " " + self._fill(self.rng.choice(template.sentences))
         return text
 
-    def _pick(self, options: Sequence[str]) -> str:
-        return self.rng.choice(options)
+    def _fill(self, text: str) -> str:
+        return SLOT.sub(self._slot, text)
 
-    def _date(self) -> str:
-        return f"2026-{self.rng.randint(1, 11):02d}-{self.rng.randint(1, 28):02d}"
-
-    def _ticket(self) -> tuple[str, list[Any]]:
-        v, pick = self.v, self._pick
-        person, company = pick(v.people), pick(v.companies)
-        head = (
-            f"Ticket T-{40000 + self.serial} | {company} | plan {pick(['Starter', 'Growth', 'Enterprise'])}"
-            f" | opened {self._date()} by {person} ({pick(v.roles)})\n"
-            f"Subject: {pick(v.issues).capitalize()}\n"
-        )
-        sentences = [
-            lambda: f"Since this morning {pick(v.issues)}.",
-            lambda: pick(v.moods),
-            lambda: f"We have {self.rng.randint(5, 400)} seats and use {pick(v.products)}.",
-            lambda: f"Order SO-{self.rng.randint(10000, 99999)} and invoice INV-{self.rng.randint(1000, 9999)} are affected.",
-            lambda: f"{pick(v.people)} from our team already restarted the sync and cleared the cache.",
-            lambda: "Can you tell us whether this is a known problem and when it will be fixed?",
-            lambda: f"Previous ticket T-{self.rng.randint(30000, 39999)} was about the same thing.",
-            lambda: f"Please call {person} back, the number on file is correct.",
-        ]
-        return head, sentences
-
-    def _email(self) -> tuple[str, list[Any]]:
-        v, pick = self.v, self._pick
-        person, company = pick(v.people), pick(v.companies)
-        head = (
-            f"From: {person} <{person.split()[0].lower()}@{company.split()[0].lower()}.example>\n"
-            f"Subject: Question about {pick(v.products)} for {company}\n"
-        )
-        sentences = [
-            lambda: f"I am the {pick(v.roles)} at {company} and we are evaluating CRM tools.",
-            lambda: f"We are about {self.rng.randint(8, 600)} people, {self.rng.randint(5, 300)} of them would need a seat.",
-            lambda: f"We are mostly interested in {pick(v.products)} and {pick(v.products)}.",
-            lambda: f"Our budget for this year is around {self.rng.randint(5, 400) * 1000} dollars.",
-            lambda: f"We would like to go live {pick(['before the end of the month', 'this quarter', 'some time next year', 'as soon as possible'])}.",
-            lambda: f"Today we use spreadsheets and an old system; {pick(v.issues)} there all the time.",
-            lambda: f"Could someone send a quote and book a demo with {pick(v.people)} and me?",
-            lambda: "Best regards, and thanks in advance.",
-        ]
-        return head, sentences
-
-    def _account(self) -> tuple[str, list[Any]]:
-        v, pick = self.v, self._pick
-        company = pick(v.companies)
-        head = (
-            f"Account {company} | plan {pick(['Growth', 'Enterprise'])} | {self.rng.randint(20, 900)} seats"
-            f" | renewal {self._date()} | CSM {pick(v.people)} | champion {pick(v.people)}"
-            f" ({pick(v.roles)})\nActivity log, newest first:\n"
-        )
-        sentences = [
-            lambda: f"\n- {self._date()}: {pick(v.activities)}",
-            lambda: f"\n- {self._date()}: Ticket about how {pick(v.issues)}; {pick(v.moods)}",
-            lambda: f"\n- {self._date()}: Weekly active seats {self.rng.randint(20, 95)}% of paid seats.",
-            lambda: f"\n- {self._date()}: Invoice INV-{self.rng.randint(1000, 9999)} paid {self.rng.randint(0, 40)} days after due date.",
-        ]
-        return head, sentences
+    def _slot(self, match: re.Match[str]) -> str:
+        name, low, high = match.groups()
+        if name == "int":
+            return str(self.rng.randint(int(low), int(high)))
+        if name == "date":
+            return f"2026-{self.rng.randint(1, 11):02d}-{self.rng.randint(1, 28):02d}"
+        if name == "serial":
+            return str(self.serial)
+        return self.rng.choice(self.vocabulary[name])

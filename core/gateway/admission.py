@@ -71,6 +71,7 @@ class AdmissionTimeout(TransientError):
     problem_type = "admission-timeout"
     title = "The model's rate limit left no room before the deadline"
     status = 429
+    retry_after: float  # seconds until the request would probably have fitted
 
     def __init__(self, detail: str, *, retry_after: float, **extensions: Any) -> None:
         super().__init__(detail, **extensions)
@@ -93,6 +94,13 @@ class Amounts(NamedTuple):
 
 def _total(amounts: list[Amounts]) -> Amounts:
     return Amounts(*(sum(column) for column in zip(*amounts, strict=True)))
+
+
+def request_cost(input_tokens: int, max_tokens: int) -> Amounts:
+    """What one request reserves: itself, its uncached input, its whole output allowance."""
+    if input_tokens < 0 or max_tokens < 0:
+        raise ValueError("token counts cannot be negative")
+    return Amounts(1, input_tokens, max_tokens)
 
 
 def check_fits(model: str, cost: Amounts, capacity: Amounts) -> None:
@@ -381,7 +389,7 @@ class InProcessAdmission:
         deadline: float,
     ) -> Permit:
         state = self._state(model)
-        cost = Amounts(1, input_tokens, max_tokens)
+        cost = request_cost(input_tokens, max_tokens)
         check_fits(model, cost, state.capacity())
         started = self._clock()
 

@@ -52,6 +52,7 @@ from core.gateway.admission import (
     check_fits,
     limits_for,
     parse_ratelimit_headers,
+    request_cost,
 )
 from core.gateway.catalog import RateLimits, UnknownModel
 from core.logging import get_logger
@@ -261,7 +262,7 @@ class RedisAdmission:
         deadline: float,
     ) -> Permit:
         local = self._local(model)
-        cost = Amounts(1, input_tokens, max_tokens)
+        cost = request_cost(input_tokens, max_tokens)
         check_fits(model, cost, local.capacity)
         started = self._clock()
 

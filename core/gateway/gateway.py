@@ -10,6 +10,7 @@ governance steps) wrap this in their own modules.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import Callable, Mapping
@@ -185,7 +186,10 @@ class Gateway:
 
     def fail(self, record: CallRecord, started: float, exc: BaseException) -> None:
         record.status = "error"
-        if isinstance(exc, UpstreamError):
+        if isinstance(exc, asyncio.CancelledError):
+            record.status, record.http_status = "canceled", 499
+            record.error_type = "client_disconnected"
+        elif isinstance(exc, UpstreamError):
             record.http_status = exc.http_status or 502
             record.error_type = exc.error_type
         else:

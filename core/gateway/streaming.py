@@ -46,6 +46,18 @@ class GatewayStream:
         self._attempted = attempted
         self._started = started
         self._cache = cache
+        self._iterated = False
+
+    async def abandon(self) -> None:
+        """Close a stream whose body was never read (the caller left before it started):
+        the upstream connection goes back to the pool and the call is still recorded."""
+        if self._iterated or self._attempted is None:
+            return
+        self._iterated = True
+        await self._attempted.answer.aclose()
+        self.record.status = "canceled"
+        self.record.error_type = "client_disconnected"
+        await self._finish(StreamState())
 
     @property
     def upstream_request_id(self) -> str | None:
@@ -53,6 +65,7 @@ class GatewayStream:
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         assert self._attempted is not None
+        self._iterated = True
         upstream = self._attempted.answer
         clock = self._gateway._clock
         parser = SSEParser()
@@ -120,6 +133,7 @@ class ReplayedStream(GatewayStream):
         self._completion = completion
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        self._iterated = True
         events = message_to_events(self._completion.message())
         self.record.ttft_ms = (self._gateway._clock() - self._started) * 1000
         try:

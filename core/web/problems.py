@@ -70,12 +70,13 @@ class ProblemType(BaseModel):
 
 
 def problem_types() -> dict[str, type[SwitchyardError]]:
-    """Every problem type declared in :mod:`core.errors`, by name (first class wins)."""
+    """Every problem type declared in Switchyard's core (:mod:`core.errors` and the modules
+    that define their own, such as the gateway's), by name (first class wins)."""
     found: dict[str, type[SwitchyardError]] = {}
     pending: list[type[SwitchyardError]] = [SwitchyardError]
     while pending:
         cls = pending.pop(0)
-        if cls.__module__ == errors.__name__:
+        if cls.__module__ == errors.__name__ or cls.__module__.startswith("core."):
             found.setdefault(cls.problem_type, cls)
         pending.extend(cls.__subclasses__())
     return dict(sorted(found.items()))

@@ -23,18 +23,22 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from core.auth import Principal
 from core.db.models import Role
-from core.errors import Forbidden, InvalidRequest, Unauthenticated
+from core.errors import Forbidden, InvalidRequest, SwitchyardError, Unauthenticated
 from core.gateway.admission import Priority
 from core.gateway.gateway import CallOptions, Gateway
 from core.gateway.streaming import MEDIA_TYPE as SSE_MEDIA_TYPE
+from core.gateway.streaming import GatewayStream
+from core.logging import get_logger
 from core.services import Services
 from core.web.anthropic_errors import error_response
 from core.web.deps import get_trace_id
 
 router = APIRouter(tags=["messages"])
+log = get_logger(__name__)
 
 ALLOWED_ROLES = frozenset({Role.ADMIN, Role.SERVICE})
 _PRIORITIES = {"interactive": Priority.INTERACTIVE, "background": Priority.BACKGROUND}
@@ -121,10 +125,10 @@ async def create_message(request: Request) -> Response:
         if body.get("stream"):
             stream = await gateway.stream(body, options)
             headers = _headers(trace_id, stream.record.model, stream.upstream_request_id)
-            return StreamingResponse(aiter(stream), media_type=SSE_MEDIA_TYPE, headers=headers)
+            return _StreamedMessage(stream, headers)
         completion = await gateway.complete(body, options)
     except Exception as exc:
-        return error_response(exc, trace_id)
+        return _failed(exc, trace_id)
     headers = _headers(trace_id, completion.record.model, completion.upstream_request_id)
     record = completion.record
     headers["x-switchyard-cache"] = (
@@ -150,6 +154,28 @@ async def count_tokens(request: Request) -> Response:
         return error_response(exc, trace_id)
     headers = _headers(trace_id, None, answer.request_id)
     return Response(answer.body, answer.status, headers, media_type="application/json")
+
+
+class _StreamedMessage(StreamingResponse):
+    """SSE passthrough that closes the upstream even if the body is never iterated."""
+
+    def __init__(self, stream: GatewayStream, headers: dict[str, str]) -> None:
+        super().__init__(aiter(stream), media_type=SSE_MEDIA_TYPE, headers=headers)
+        self._stream = stream
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._stream.abandon()
+
+
+def _failed(exc: Exception, trace_id: str) -> Response:
+    """Every failure in the Anthropic error shape; only the unexpected ones are logged with
+    a traceback (the expected ones are in the call record already)."""
+    if not isinstance(exc, SwitchyardError):
+        log.exception("unexpected error on the Messages API")
+    return error_response(exc, trace_id)
 
 
 def _headers(trace_id: str, model: str | None, upstream_request_id: str | None) -> dict[str, str]:

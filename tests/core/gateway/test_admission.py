@@ -201,6 +201,8 @@ async def test_a_request_larger_than_a_bucket_is_rejected_at_once(clock: ManualC
     with pytest.raises(RequestTooLarge):
         await take(admission, max_tokens=2_001)
     assert await remaining(admission) == Amounts(60, 1_000, 2_000)  # nothing reserved
+    with pytest.raises(ValueError, match="negative"):
+        await take(admission, input_tokens=-1)
 
 
 async def test_models_without_limits_use_the_default_or_are_refused(clock: ManualClock) -> None:

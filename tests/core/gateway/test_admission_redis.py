@@ -195,7 +195,7 @@ async def test_an_interactive_waiter_on_one_instance_goes_before_background_on_a
 
     interactive = asyncio.create_task(request("interactive", first, 300, Priority.INTERACTIVE))
     store, key = first._redis, first._prefix + MODEL
-    while not await store.hexists(key, "iw") or float(await store.hget(key, "iw") or 0) == 0:
+    while float(await store.hget(key, "iw") or 0) == 0:
         await asyncio.sleep(0.005)  # until its first attempt has marked the model
     # Would fit after 50 ms, long before the interactive request's 300 tokens.
     background = asyncio.create_task(request("background", second, 50, Priority.BACKGROUND))

@@ -168,6 +168,8 @@ async def test_a_slow_reader_does_not_hold_up_a_fast_one() -> None:
     source = Source()
     slow = flights.subscribe("k", source.stream)
     fast = asyncio.create_task(read_all(flights, source))
+    await settle()
+    assert len(flights) == 1
     await source.feed(*(bytes([n]) for n in range(100)), None)
     chunks, _ = await fast  # finished while the slow reader has read nothing
     assert len(chunks) == 100
