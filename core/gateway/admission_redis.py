@@ -281,7 +281,7 @@ class RedisAdmission:
             local.last_wait = wait
             return min(wait, self._max_sleep) * factor
 
-        async def estimate(ahead: Amounts, _: float) -> float:
+        async def estimate(ahead: Amounts) -> float:
             try:
                 reply = await self._run("acquire", model, [*ahead, int(priority), 1, 0, 1, 0])
             except AdmissionUnavailable:

@@ -73,7 +73,10 @@ async def with_admission_and_retry(
         try:
             answer = await operation()
         except UpstreamError as exc:
-            permit.release()
+            if exc.http_status in (429, 529):
+                permit.release()  # refused before any work: nothing counted upstream
+            else:
+                permit.settle(input_tokens=input_tokens, output_tokens=0)
             _note_failure(record, attempt, model, exc, started, clock())
             if exc.headers:
                 admission.observe(model, exc.headers)

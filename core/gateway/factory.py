@@ -7,7 +7,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.errors import SettingsError
-from core.gateway.admission import Admission, InProcessAdmission
+from core.gateway.admission import Admission
+from core.gateway.admission_memory import InProcessAdmission
 from core.gateway.catalog import Catalog, RateLimits
 from core.gateway.gateway import Gateway
 from core.gateway.records import Recorder
@@ -72,8 +73,8 @@ def build_gateway(
         from core.gateway.response_cache import RedisResponseCache
 
         client = _redis(settings)
-        admission = RedisAdmission(client, limits, prefix="switchyard:admission")
-        cache = RedisResponseCache(client, prefix="switchyard:responses")
+        admission = RedisAdmission(client, limits, prefix="switchyard:admission:")
+        cache = RedisResponseCache(client, prefix="switchyard:responses:")
     else:
         admission = InProcessAdmission(limits)
         cache = MemoryResponseCache(max_entries=100_000, max_bytes=config.response_cache_max_bytes)

@@ -334,6 +334,7 @@ class Gateway:
 
     async def aclose(self) -> None:
         await self.recorder.aclose()
+        await self.admission.aclose()
         await self.upstream.aclose()
 
 

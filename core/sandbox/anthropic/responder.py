@@ -134,9 +134,9 @@ class Responder:
         if not tools:
             return None
         choice = body.get("tool_choice")
-        kind = choice.get("type", "auto") if isinstance(choice, Mapping) else "auto"
+        choice = choice if isinstance(choice, Mapping) else {}
+        kind = choice.get("type", "auto")
         if kind == "tool":
-            assert isinstance(choice, Mapping)
             for tool in tools:
                 if tool["name"] == choice.get("name"):
                     return tool

@@ -56,12 +56,22 @@ class AnthropicSandbox:
         with SandboxServer(sandbox.app) as server:
             client = AsyncAnthropic(base_url=server.url, api_key="sk-ant-sandbox")
 
-    ``limits`` overrides the catalogue's per-model rate limits; ``latency_scale`` scales the
-    catalogue's latency model (0 answers at once); ``clock`` (monotonic seconds) drives the
-    rate-limit buckets and cache TTLs, so tests can move time. ``faults``,
-    ``cache_usage_in_delta_only`` and ``emit_unknown_events`` may be changed while running.
-    State lives on the server's event loop: call :meth:`reset` only while no request is in
-    flight.
+    Options: ``api_keys`` accepted (401 otherwise); ``limits`` overrides the catalogue's
+    per-model rate limits; ``latency_scale`` scales the catalogue's latency model (time to
+    first token, then output speed; 0 answers at once); ``faults`` (:class:`Faults`);
+    ``text_tokens_range`` bounds the length of text answers; ``clock`` (monotonic seconds)
+    drives the rate-limit buckets and cache TTLs, so tests can move time; ``seed`` fixes the
+    fault draws, the answers and the batch result order; ``batch_delay`` is the seconds
+    before a batch is processed; ``cache_usage_in_delta_only`` moves stream cache usage
+    from ``message_start`` to ``message_delta``; ``emit_unknown_events`` adds an unknown SSE
+    event type to every stream.
+
+    Attributes: ``app`` (the ASGI app), ``stats`` (:class:`SandboxStats`), ``faults``,
+    ``cache_usage_in_delta_only``, ``emit_unknown_events`` and ``latency_scale`` (all may be
+    changed while running), ``batches`` (the store; ``batches.delay`` is adjustable),
+    ``cache_entries``, ``limits`` and ``default_model`` (whose rate-limit headers answers
+    without a model carry). State lives on the server's event loop: call :meth:`reset` only
+    while no request is in flight.
     """
 
     def __init__(

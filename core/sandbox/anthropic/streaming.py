@@ -118,15 +118,12 @@ async def events(
                     yield PING
             yield _event({"type": "content_block_stop", "index": index})
         final_usage = usage(turn, answer.output_tokens)
-        yield _event(
-            {
-                "type": "message_delta",
-                "delta": {"stop_reason": answer.stop_reason, "stop_sequence": None},
-                "usage": {k: v for k, v in final_usage.items() if k not in ("service_tier",)},
-            }
-        )
+        del final_usage["service_tier"]  # cumulative counts only, as the API sends them
+        delta = {"stop_reason": answer.stop_reason, "stop_sequence": None}
+        yield _event({"type": "message_delta", "delta": delta, "usage": final_usage})
         yield MESSAGE_STOP
     finally:
+        # Output billed so far: all of it, or the share of deltas sent before an error.
         done(
-            answer.output_tokens * sent // total if sent < total else answer.output_tokens, errored
+            answer.output_tokens if sent >= total else answer.output_tokens * sent // total, errored
         )

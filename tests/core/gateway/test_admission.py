@@ -12,11 +12,11 @@ import pytest
 from core.gateway.admission import (
     AdmissionTimeout,
     Amounts,
-    InProcessAdmission,
     Permit,
     Priority,
     RequestTooLarge,
 )
+from core.gateway.admission_memory import InProcessAdmission
 from core.gateway.catalog import RateLimits, UnknownModel
 
 MODEL = "claude-test"
