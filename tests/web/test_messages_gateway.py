@@ -20,7 +20,7 @@ from sqlalchemy import select
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from connectors.registry import ConnectorRegistry
-from core.db.models import GatewayRequest, Role, UpstreamCall
+from core.db.models import GatewayRequest, Role
 from core.gateway import accounting
 from core.gateway.catalog import Catalog, RateLimits
 from core.sandbox import SandboxServer
@@ -171,7 +171,7 @@ async def test_text_through_the_gateway_is_routed_costed_and_recorded(
         "claude-haiku-5-5",
     )
     assert row.output_tokens == message.usage.output_tokens
-    assert row.status == "ok" and row.upstream_calls == 1
+    assert (row.status, row.upstream_calls) == ("ok", 1)
     expected = accounting.cost(
         Catalog.load().get("claude-haiku-5-5"),
         accounting.Usage.from_api(message.usage.model_dump()),
@@ -197,7 +197,8 @@ async def test_streamed_tool_use_is_reassembled_by_the_sdk(
     assert block.type == "tool_use"
     assert block.input["priority"] in {"low", "medium", "high"}  # type: ignore[index]
     (row,) = await records(services)
-    assert row.stream and row.ttft_ms is not None
+    assert row.stream
+    assert row.ttft_ms is not None
     assert row.output_tokens == final.usage.output_tokens
     assert row.input_tokens + row.cache_read_tokens + row.cache_write_5m_tokens > 0
 
@@ -346,10 +347,14 @@ async def test_a_mid_stream_error_reaches_the_caller_as_an_error_event(
     sandbox.faults = Faults(mid_stream_error_rate=1.0)
     acme = await connect("acme")
     received: list[str] = []
-    with pytest.raises(anthropic.APIStatusError) as caught:
+
+    async def read_all() -> None:
         async with acme.client.messages.stream(model="claude-haiku-5-5", **ask("long")) as stream:
             async for text in stream.text_stream:
                 received.append(text)
+
+    with pytest.raises(anthropic.APIStatusError) as caught:
+        await read_all()
     assert "overloaded" in str(caught.value).lower()
     assert received  # the caller saw the first deltas; nothing was replayed
     (row,) = await records(services)

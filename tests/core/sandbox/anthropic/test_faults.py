@@ -10,7 +10,7 @@ import httpx
 import pytest
 from anthropic import AsyncAnthropic
 
-from core.sandbox.anthropic import AnthropicSandbox, Faults
+from core.sandbox.anthropic import AnthropicSandbox, Faults, RateLimits
 from tests.core.sandbox.anthropic.conftest import MODEL, user
 from tests.core.sandbox.anthropic.schema_check import errors
 from tests.core.sandbox.anthropic.test_messages import TICKET_SCHEMA, TOOLS
@@ -96,3 +96,32 @@ def test_fault_rates_are_checked() -> None:
         Faults(rate_529=1.5)
     with pytest.raises(ValueError, match="slow_seconds"):
         Faults(slow_seconds=-1)
+
+
+async def test_a_plain_answer_waits_for_first_token_and_output_time(
+    make_sandbox: Any, http: httpx.AsyncClient
+) -> None:
+    # Opus 5.5: TTFT 1,500 ms and 45 tokens/s; at scale 0.05, 75 ms + 40 tokens in 44 ms.
+    make_sandbox(latency_scale=0.05, text_tokens_range=(40, 40), clock=time.monotonic)
+    began = time.perf_counter()
+    response = await http.post("/v1/messages", json={**BODY, "model": "claude-opus-5-5"})
+    elapsed = time.perf_counter() - began
+    assert response.status_code == 200
+    assert 0.11 <= elapsed < 2.0
+
+
+async def test_reset_forgets_cache_buckets_and_stats(
+    make_sandbox: Any, http: httpx.AsyncClient
+) -> None:
+    sandbox: AnthropicSandbox = make_sandbox(
+        limits={MODEL: RateLimits(rpm=1, input_tpm=10**6, output_tpm=10**6)}
+    )
+    system = [{"type": "text", "text": "p " * 2000, "cache_control": {"type": "ephemeral"}}]
+    assert (await http.post("/v1/messages", json={**BODY, "system": system})).status_code == 200
+    assert (await http.post("/v1/messages", json=BODY)).status_code == 429
+    assert sandbox.cache_entries == 1
+    sandbox.reset()
+    assert (sandbox.cache_entries, sandbox.stats.requests) == (0, 0)
+    again = await http.post("/v1/messages", json={**BODY, "system": system})
+    assert again.status_code == 200
+    assert again.json()["usage"]["cache_read_input_tokens"] == 0
