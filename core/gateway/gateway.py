@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -24,16 +24,16 @@ import orjson
 from core.db.types import new_id
 from core.gateway import accounting
 from core.gateway.admission import Admission, Priority
-from core.gateway.attempts import fill_attempt_usage, with_admission_and_retry
+from core.gateway.attempts import Attempted, fill_attempt_usage, with_admission_and_retry
 from core.gateway.catalog import Catalog, ModelInfo
 from core.gateway.prepare import Prepared, prepare
 from core.gateway.records import CallRecord, Recorder
 from core.gateway.response_cache import ResponseCache
 from core.gateway.routing import RoutingTable
-from core.gateway.singleflight import SingleFlight
-from core.gateway.streaming import GatewayStream, replay_stream
+from core.gateway.singleflight import SingleFlight, StreamFlight
+from core.gateway.streaming import GatewayStream, StreamSource, replay_stream
 from core.gateway.telemetry import GatewayTelemetry
-from core.gateway.upstream import Upstream, UpstreamError, UpstreamResponse
+from core.gateway.upstream import Upstream, UpstreamError, UpstreamResponse, UpstreamStream
 from core.retry import RetryPolicy
 from core.settings import GatewaySettings
 
@@ -110,6 +110,7 @@ class Gateway:
         )
         self._clock = clock
         self._flights: SingleFlight[str, _Shared] = SingleFlight()
+        self._streams: StreamFlight[str] = StreamFlight()
 
     # ----------------------------------------------------------------- helpers
 
@@ -289,7 +290,8 @@ class Gateway:
         """Open a stream: returns once the upstream answered 200 (retries happen before).
 
         After that nothing is replayed: a failure mid-stream reaches the caller as an SSE
-        ``error`` event.
+        ``error`` event. Identical concurrent streams of a tenant share one upstream stream
+        (each reader gets every byte from the start); only the first is charged.
         """
         started = self._clock()
         prepared = self._prepare(body, options)
@@ -302,23 +304,41 @@ class Gateway:
                     record.cache_hit = True
                     completion = self._settle(prepared, record, cached, None, charged=False)
                     return replay_stream(self, completion, started)
-            attempted = await with_admission_and_retry(
-                lambda: self.upstream.open_stream(prepared.body, prepared.headers),
-                admission=self.admission,
-                policy=self.retry_policy,
-                model=prepared.route.model,
-                input_tokens=prepared.input_estimate,
-                max_tokens=prepared.max_tokens,
-                priority=options.priority,
-                deadline=self._deadline(options, started),
-                record=record,
-                clock=self._clock,
-            )
+            opened: list[Attempted[UpstreamStream]] = []
+
+            async def upstream_bytes() -> AsyncIterator[bytes]:
+                attempted = await with_admission_and_retry(
+                    lambda: self.upstream.open_stream(prepared.body, prepared.headers),
+                    admission=self.admission,
+                    policy=self.retry_policy,
+                    model=prepared.route.model,
+                    input_tokens=prepared.input_estimate,
+                    max_tokens=prepared.max_tokens,
+                    priority=options.priority,
+                    deadline=self._deadline(options, started),
+                    record=record,
+                    clock=self._clock,
+                )
+                opened.append(attempted)
+                try:
+                    async for chunk in attempted.answer.chunks():
+                        yield chunk
+                finally:
+                    await attempted.answer.aclose()
+
+            if self.settings.dedup and options.dedup and not options.no_cache:
+                source = StreamSource.shared(
+                    self._streams.subscribe(prepared.fingerprint, upstream_bytes), opened
+                )
+            else:
+                source = StreamSource.own(upstream_bytes(), opened)
+            await source.open()  # the first bytes, or the error that came instead
         except BaseException as exc:
             self.fail(record, started, exc)
             raise
-        cache = self.response_cache if use_cache else None
-        return GatewayStream(self, prepared, record, attempted, started, cache)
+        record.dedup_hit = source.follower
+        cache = self.response_cache if use_cache and not source.follower else None
+        return GatewayStream(self, prepared, record, source, started, cache)
 
     # ------------------------------------------------------------ count_tokens
 

@@ -5,12 +5,15 @@ every ``message_delta``), the time of the first content delta, errors, and the a
 message for the response cache. The caller's bytes are the upstream's bytes, unbuffered.
 Once bytes have gone out nothing is replayed: a broken upstream becomes one SSE ``error``
 event, and the record says so.
+
+A :class:`StreamSource` is where the bytes come from: this request's own upstream stream,
+or a subscription to an identical request's stream (single-flight for streams).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import orjson
@@ -19,13 +22,77 @@ from core.gateway.sse import SSEParser, StreamError, StreamState, encode_event, 
 from core.gateway.upstream import UpstreamError, UpstreamStream
 
 if TYPE_CHECKING:
+    from core.gateway.admission import Permit
     from core.gateway.attempts import Attempted
     from core.gateway.gateway import Completion, Gateway
     from core.gateway.prepare import Prepared
     from core.gateway.records import CallRecord
     from core.gateway.response_cache import ResponseCache
+    from core.gateway.singleflight import Subscription
 
 MEDIA_TYPE = "text/event-stream"
+
+
+class StreamSource:
+    """A stream's bytes, opened (first chunk read) before the response starts."""
+
+    def __init__(
+        self,
+        chunks: AsyncIterator[bytes],
+        close: Callable[[], Awaitable[None]],
+        opened: list[Attempted[UpstreamStream]],
+        follower: bool,
+    ) -> None:
+        self._chunks = chunks
+        self._close = close
+        self._opened = opened  # filled by whoever opened the upstream (never a follower)
+        self.follower = follower
+        self._first: bytes | None = None
+
+    @classmethod
+    def own(
+        cls, chunks: AsyncIterator[bytes], opened: list[Attempted[UpstreamStream]]
+    ) -> StreamSource:
+        close = getattr(chunks, "aclose", None)
+
+        async def noop() -> None:
+            return None
+
+        return cls(chunks, close or noop, opened, follower=False)
+
+    @classmethod
+    def shared(
+        cls, subscription: Subscription, opened: list[Attempted[UpstreamStream]]
+    ) -> StreamSource:
+        return cls(subscription, subscription.aclose, opened, follower=subscription.shared)
+
+    async def open(self) -> None:
+        """Read the first chunk, so errors before any byte become the HTTP answer."""
+        try:
+            self._first = await anext(self._chunks)
+        except StopAsyncIteration:
+            self._first = b""
+        except BaseException:
+            await self._close()
+            raise
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        if self._first:
+            yield self._first
+        async for chunk in self._chunks:
+            yield chunk
+
+    @property
+    def permit(self) -> Permit | None:
+        """The admission permit to settle: the opener's only (a follower's costs nothing)."""
+        return self._opened[0].permit if self._opened and not self.follower else None
+
+    @property
+    def request_id(self) -> str | None:
+        return self._opened[0].answer.request_id if self._opened else None
+
+    async def aclose(self) -> None:
+        await self._close()
 
 
 class GatewayStream:
@@ -34,45 +101,44 @@ class GatewayStream:
     def __init__(
         self,
         gateway: Gateway,
-        prepared: Prepared,
+        prepared: Prepared | None,
         record: CallRecord,
-        attempted: Attempted[UpstreamStream] | None,
+        source: StreamSource | None,
         started: float,
         cache: ResponseCache | None,
     ) -> None:
         self._gateway = gateway
         self._prepared = prepared
         self.record = record
-        self._attempted = attempted
+        self._source = source
         self._started = started
         self._cache = cache
         self._iterated = False
 
+    @property
+    def upstream_request_id(self) -> str | None:
+        return self._source.request_id if self._source else None
+
     async def abandon(self) -> None:
         """Close a stream whose body was never read (the caller left before it started):
         the upstream connection goes back to the pool and the call is still recorded."""
-        if self._iterated or self._attempted is None:
+        if self._iterated or self._source is None:
             return
         self._iterated = True
-        await self._attempted.answer.aclose()
+        await self._source.aclose()
         self.record.status = "canceled"
         self.record.error_type = "client_disconnected"
         await self._finish(StreamState())
 
-    @property
-    def upstream_request_id(self) -> str | None:
-        return self._attempted.answer.request_id if self._attempted else None
-
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        assert self._attempted is not None
+        assert self._source is not None
         self._iterated = True
-        upstream = self._attempted.answer
         clock = self._gateway._clock
         parser = SSEParser()
         state = StreamState()
         finished = False
         try:
-            async for chunk in upstream.chunks():
+            async for chunk in self._source:
                 for event in parser.feed(chunk):
                     if state.consume(event) and self.record.ttft_ms is None:
                         self.record.ttft_ms = (clock() - self._started) * 1000
@@ -89,22 +155,25 @@ class GatewayStream:
             )
             finished = True
         finally:
-            await upstream.aclose()
+            await self._source.aclose()
             if not finished:
                 self.record.status = "canceled"  # the caller went away mid-stream
                 self.record.error_type = "client_disconnected"
             await self._finish(state)
 
     async def _finish(self, state: StreamState) -> None:
-        record, gateway = self.record, self._gateway
+        record, gateway, source = self.record, self._gateway, self._source
+        assert self._prepared is not None
+        assert source is not None
         usage = state.usage
-        assert self._attempted is not None
-        self._attempted.permit.settle(
-            input_tokens=usage.input_tokens + usage.cache_creation_input_tokens,
-            output_tokens=usage.output_tokens,
-        )
-        spent = gateway.account(record, self._prepared.model, usage, charged=True)
-        if record.attempts:
+        permit = source.permit
+        if permit is not None:
+            permit.settle(
+                input_tokens=usage.input_tokens + usage.cache_creation_input_tokens,
+                output_tokens=usage.output_tokens,
+            )
+        spent = gateway.account(record, self._prepared.model, usage, charged=not source.follower)
+        if record.attempts and not source.follower:
             attempt = record.attempts[-1]
             attempt.input_tokens = usage.input_tokens
             attempt.output_tokens = usage.output_tokens
@@ -129,7 +198,7 @@ class ReplayedStream(GatewayStream):
     """A response-cache hit served as the exact SSE sequence of its message."""
 
     def __init__(self, gateway: Gateway, completion: Completion, started: float) -> None:
-        super().__init__(gateway, None, completion.record, None, started, None)  # type: ignore[arg-type]
+        super().__init__(gateway, None, completion.record, None, started, None)
         self._completion = completion
 
     async def __aiter__(self) -> AsyncIterator[bytes]:

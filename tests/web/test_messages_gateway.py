@@ -432,3 +432,27 @@ async def test_count_tokens_routes_auto_models(
         messages=[{"role": "user", "content": "hello"}],
     )
     assert counted.input_tokens > 1000
+
+
+async def test_identical_concurrent_streams_share_one_upstream_stream(
+    connect: Callable[[str], Awaitable[Tenant]],
+    sandbox: AnthropicSandbox,
+    recording: Recording,
+    services: Services,
+) -> None:
+    sandbox.faults = Faults(slow_rate=1.0, slow_seconds=0.3)
+    acme = await connect("acme")
+
+    async def read() -> str:
+        async with acme.client.messages.stream(model="claude-haiku-5-5", **ask("same")) as s:
+            return "".join([text async for text in s.text_stream])
+
+    texts = await asyncio.gather(*(read() for _ in range(4)))
+    assert len(set(texts)) == 1
+    assert texts[0]
+    assert len(recording.requests) == 1
+    rows = await records(services)
+    assert sorted(row.dedup_hit for row in rows) == [False, True, True, True]
+    assert all(row.status == "ok" for row in rows)
+    assert [row.cost_picodollars > 0 for row in rows if not row.dedup_hit] == [True]
+    assert all(row.output_tokens == rows[0].output_tokens for row in rows)
