@@ -21,7 +21,7 @@ from starlette.applications import Starlette
 from core.gateway.catalog import Catalog, RateLimits
 from core.sandbox.anthropic.app import create_app
 from core.sandbox.anthropic.batches import BatchStore
-from core.sandbox.anthropic.errors import ApiError, ApiInternal, Overloaded, RateLimited
+from core.sandbox.anthropic.errors import RateLimited, injected
 from core.sandbox.anthropic.faults import Fate, Faults, draw
 from core.sandbox.anthropic.messages import (
     Turn,
@@ -37,14 +37,6 @@ from core.sandbox.anthropic.ratelimit import RateLimiter, RawHeaders
 from core.sandbox.anthropic.responder import Answer, Responder, request_digest
 from core.sandbox.anthropic.stats import SandboxStats
 from core.sandbox.anthropic.streaming import StreamPlan, events
-
-
-def _injected(status: int) -> ApiError:
-    if status == 529:
-        return Overloaded("Overloaded")
-    if status == 500:
-        return ApiInternal("Internal server error")
-    return RateLimited("Number of requests has exceeded your rate limit (injected).", retry_after=1)
 
 
 class AnthropicSandbox:
@@ -70,8 +62,9 @@ class AnthropicSandbox:
     ``cache_usage_in_delta_only``, ``emit_unknown_events`` and ``latency_scale`` (all may be
     changed while running), ``batches`` (the store; ``batches.delay`` is adjustable),
     ``cache_entries``, ``limits`` and ``default_model`` (whose rate-limit headers answers
-    without a model carry). State lives on the server's event loop: call :meth:`reset` only
-    while no request is in flight.
+    without a model carry). :meth:`fail_next` forces the next Messages answers to any API
+    error status. State lives on the server's event loop: call :meth:`reset` only while no
+    request is in flight.
     """
 
     def __init__(
@@ -110,6 +103,7 @@ class AnthropicSandbox:
         self._cache = PromptCache(clock)
         self._responder = Responder(text_tokens_range, seed)
         self.batches = BatchStore(self._batch_answer, delay=batch_delay, seed=seed)
+        self._forced: list[int] = []
         self._ids = itertools.count(1)
         self._id_stem = secrets.token_hex(5)
         self.app: Starlette = create_app(self)
@@ -121,6 +115,13 @@ class AnthropicSandbox:
         self.batches.reset()
         self.stats = SandboxStats()
         self._rng = random.Random(self.seed)
+        self._forced.clear()
+
+    def fail_next(self, status: int, times: int = 1) -> None:
+        """Answer the next ``times`` Messages requests (after validation) with ``status``:
+        any error status of the API (400-529; 429 carries ``retry-after: 1``)."""
+        injected(status)  # unknown statuses fail here, not in a request
+        self._forced.extend([status] * times)
 
     @property
     def cache_entries(self) -> int:
@@ -137,9 +138,10 @@ class AnthropicSandbox:
     def _begin(self, api_key: str, body: dict[str, Any]) -> tuple[Turn, Fate, Answer]:
         turn = prepare(api_key, body, self.catalog, self._cache)
         fate = draw(self.faults, self._rng)
-        if fate.status is not None:
-            self.stats.injected[fate.status] += 1
-            raise _injected(fate.status)
+        status = self._forced.pop(0) if self._forced else fate.status
+        if status is not None:
+            self.stats.injected[status] += 1
+            raise injected(status)
         answer = self._responder.answer(
             body, turn.model, request_digest(body, self.seed), schema_break=fate.schema_break
         )

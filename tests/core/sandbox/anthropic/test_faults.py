@@ -125,3 +125,43 @@ async def test_reset_forgets_cache_buckets_and_stats(
     again = await http.post("/v1/messages", json={**BODY, "system": system})
     assert again.status_code == 200
     assert again.json()["usage"]["cache_read_input_tokens"] == 0
+
+
+@pytest.mark.parametrize(
+    ("status", "error_type"),
+    [
+        (400, "invalid_request_error"),
+        (402, "billing_error"),
+        (403, "permission_error"),
+        (409, "conflict_error"),
+        (413, "request_too_large"),
+        (429, "rate_limit_error"),
+        (504, "timeout_error"),
+        (529, "overloaded_error"),
+    ],
+)
+async def test_fail_next_answers_any_api_error_status(
+    sandbox: AnthropicSandbox, http: httpx.AsyncClient, status: int, error_type: str
+) -> None:
+    sandbox.fail_next(status, times=2)
+    for _ in range(2):
+        response = await http.post("/v1/messages", json=BODY)
+        assert response.status_code == status
+        body = response.json()
+        assert body["error"]["type"] == error_type
+        assert body["request_id"] == response.headers["request-id"]
+    assert (await http.post("/v1/messages", json=BODY)).status_code == 200
+    assert sandbox.stats.injected[status] == 2
+
+
+async def test_fail_next_reaches_the_sdk_as_its_typed_errors(
+    sandbox: AnthropicSandbox, client: AsyncAnthropic
+) -> None:
+    sandbox.fail_next(504)
+    with pytest.raises(anthropic.GatewayTimeoutError):
+        await client.messages.create(**BODY)
+    sandbox.fail_next(402)
+    with pytest.raises(anthropic.PaymentRequiredError):
+        await client.messages.create(**BODY)
+    with pytest.raises(ValueError, match="418"):
+        sandbox.fail_next(418)
