@@ -1,0 +1,82 @@
+"""Call records are written in batches off the request path, and one bad row loses nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select
+
+from core.auth import create_tenant
+from core.db.models import GatewayRequest, UpstreamCall
+from core.db.types import new_id
+from core.gateway.records import AttemptRecord, CallRecord, Recorder
+from core.services import Services
+
+
+def record(tenant_id: str, attempts: int = 1) -> CallRecord:
+    return CallRecord(
+        id=new_id("gwr"),
+        trace_id="t" * 32,
+        tenant_id=tenant_id,
+        feature="api",
+        api_key_id=None,
+        task="classify",
+        requested_model="auto",
+        model="claude-haiku-5-5",
+        stream=False,
+        priority="interactive",
+        prompt_hash="p" * 64,
+        created_at=datetime.now(UTC),
+        total_ms=12.5,
+        cost_picodollars=1_234_567,
+        attempts=[
+            AttemptRecord(attempt=n + 1, model="claude-haiku-5-5", http_status=200, latency_ms=5)
+            for n in range(attempts)
+        ],
+    )
+
+
+async def counts(services: Services) -> tuple[int, int]:
+    async with services.sessions() as session:
+        requests = await session.scalar(select(func.count()).select_from(GatewayRequest))
+        calls = await session.scalar(select(func.count()).select_from(UpstreamCall))
+        return int(requests or 0), int(calls or 0)
+
+
+async def test_records_are_written_in_the_background(services: Services) -> None:
+    async with services.sessions.begin() as session:
+        tenant = await create_tenant(session, "acme")
+    recorder = Recorder(services.sessions, flush_interval=0.01)
+    for _ in range(5):
+        recorder.submit(record(tenant.id, attempts=2))
+    assert await counts(services) == (0, 0)  # submit only buffers
+    for _ in range(200):
+        if recorder.written == 5:
+            break
+        await asyncio.sleep(0.01)
+    assert await counts(services) == (5, 10)
+    await recorder.aclose()
+
+
+async def test_a_refused_row_is_dropped_without_losing_the_batch(services: Services) -> None:
+    async with services.sessions.begin() as session:
+        tenant = await create_tenant(session, "acme")
+    recorder = Recorder(services.sessions, flush_interval=60)
+    recorder.submit(record(tenant.id))
+    recorder.submit(record("ten_deleted_meanwhile"))  # violates the tenant foreign key
+    recorder.submit(record(tenant.id))
+    assert await recorder.flush() == 2
+    assert recorder.dropped == 1
+    assert len(recorder) == 0
+    assert await counts(services) == (2, 2)
+    await recorder.aclose()
+
+
+async def test_closing_flushes_what_is_buffered(services: Services) -> None:
+    async with services.sessions.begin() as session:
+        tenant = await create_tenant(session, "acme")
+    recorder = Recorder(services.sessions, flush_interval=60)
+    recorder.submit(record(tenant.id))
+    await recorder.aclose()
+    assert await counts(services) == (1, 1)
