@@ -48,29 +48,43 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[max(1, math.ceil(q / 100 * len(ordered))) - 1]
 
 
-def _wait_ready(process: subprocess.Popen[bytes], url: str, what: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"bench: {what} exited with {process.returncode} during start-up")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    process.kill()
-    raise RuntimeError(f"bench: {what} was not ready within {timeout:.0f} s ({url})")
-
-
 @dataclass
 class Server:
-    """A server subprocess on 127.0.0.1:``port``."""
+    """A server subprocess on 127.0.0.1:``port``; its output goes to ``log``."""
 
     name: str
     process: subprocess.Popen[bytes]
     port: int
+    log: Path
     cleanup: list[Path] = field(default_factory=list)
+
+    def wait_ready(self, path: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"bench: {self.name} exited with {self.process.returncode} during start-up; "
+                    f"its output ends:\n{self.log_tail()}"
+                )
+            try:
+                if httpx.get(self.url + path, timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"bench: {self.name} was not ready within {timeout:.0f} s ({self.log})")
+
+    def log_tail(self, lines: int = 20) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def logged_errors(self) -> int:
+        """Lines of its (JSON) log at level error or worse."""
+        text = self.log.read_text(errors="replace")
+        return sum(
+            '"level": "error"' in line or '"level": "critical"' in line
+            for line in text.splitlines()
+        )
 
     @property
     def url(self) -> str:
@@ -117,8 +131,10 @@ def start_sandbox(
     limits: Mapping[str, Mapping[str, int]] | None = None,
     faults: Mapping[str, float] | None = None,
     seed: int = 0,
+    tag: str = "bench",
 ) -> Server:
-    """``python -m core.bench.sandbox_server`` on a free port, ready to answer."""
+    """``python -m core.bench.sandbox_server`` on a free port, ready to answer; its output
+    goes to ``var/bench/logs/<tag>-sandbox.log``."""
     port = free_port()
     command = [
         sys.executable,
@@ -137,15 +153,30 @@ def start_sandbox(
     ]
     if dilate:
         command.append("--dilate")
-    process = subprocess.Popen(command, cwd=ROOT, env=_clean_env())
-    server = Server("sandbox", process, port)
-    _wait_ready(process, f"{server.url}/_bench/stats", "the sandbox", timeout=30)
+    server = _spawn("sandbox", command, _clean_env(), port, tag)
+    server.wait_ready("/_bench/stats", timeout=30)
     return server
+
+
+def set_faults(sandbox: Server, faults: Mapping[str, float]) -> None:
+    """Replace the running sandbox's injected faults (``{}``: none)."""
+    httpx.post(f"{sandbox.url}/_bench/faults", json=dict(faults), timeout=10).raise_for_status()
 
 
 def sandbox_stats(sandbox: Server) -> dict[str, Any]:
     stats: dict[str, Any] = httpx.get(f"{sandbox.url}/_bench/stats", timeout=10).json()
     return stats
+
+
+def _spawn(name: str, command: list[str], env: dict[str, str], port: int, tag: str) -> Server:
+    log = OUT / "logs" / f"{tag}-{name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as sink:
+        # Always this interpreter running one of our modules, with arguments we built.
+        process = subprocess.Popen(  # noqa: S603
+            command, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT
+        )
+    return Server(name, process, port, log)
 
 
 def _clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -186,19 +217,25 @@ def start_switchyard(
     *,
     limits: Mapping[str, Mapping[str, int]],
     gateway: Mapping[str, Any] | None = None,
+    tag: str = "bench",
 ) -> Switchyard:
     """``switchyard serve --no-worker`` on a fresh SQLite database, upstream = ``upstream``.
 
     ``limits`` become ``SWITCHYARD_GATEWAY__LIMITS``; ``gateway`` holds other
-    ``SWITCHYARD_GATEWAY__*`` settings by field name.
+    ``SWITCHYARD_GATEWAY__*`` settings by field name. Its output goes to
+    ``var/bench/logs/<tag>-switchyard.log``.
     """
     from core.crypto import generate_key
     from core.db.migrate import upgrade
 
     folder = Path(tempfile.mkdtemp(prefix="switchyard-bench-"))
     database_url = f"sqlite:///{folder / 'switchyard.db'}"
-    upgrade(database_url)
-    api_key = asyncio.run(_seed(database_url))
+    try:
+        upgrade(database_url)
+        api_key = asyncio.run(_seed(database_url))
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     env = {
         "SWITCHYARD_DATABASE_URL": database_url,
         "SWITCHYARD_ENCRYPTION_KEYS": f"bench:{generate_key()}",
@@ -214,10 +251,10 @@ def start_switchyard(
         )
     port = free_port()
     command = [sys.executable, "-m", "core.cli", "serve", "--no-worker", "--port", str(port)]
-    process = subprocess.Popen(command, cwd=ROOT, env=_clean_env(env))
-    server = Server("switchyard", process, port, cleanup=[folder])
+    server = _spawn("switchyard", command, _clean_env(env), port, tag)
+    server.cleanup.append(folder)
     try:
-        _wait_ready(process, f"{server.url}/readyz", "switchyard serve", timeout=60)
+        server.wait_ready("/readyz", timeout=60)
     except BaseException:
         server.stop()
         raise
@@ -229,3 +266,17 @@ def write_result(name: str, payload: Mapping[str, Any]) -> Path:
     path = OUT / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2, default=str))
     return path
+
+
+def columns(rows: list[list[str]]) -> list[str]:
+    """Rows as aligned text columns (the first left-aligned), a rule under the header."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(
+            cell.ljust(width) if i == 0 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in rows
+    ]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return lines

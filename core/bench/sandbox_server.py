@@ -4,7 +4,9 @@
 [--faults JSON] [--seed N]`` serves the sandbox with uvicorn (uvloop, httptools) on
 127.0.0.1, so the benchmarks' load generator and the sandbox never share a process or a
 GIL. Besides the Anthropic API it answers ``GET /_bench/stats`` (the sandbox's counters and
-billed tokens per model, as JSON) for the benchmark to read at the end of a run.
+billed tokens per model, as JSON) and ``POST /_bench/faults`` (replace the
+:class:`~core.sandbox.anthropic.Faults`, e.g. ``{"slow_rate": 1, "slow_seconds": 0.5}`` for a
+fixed upstream latency); both without authentication, for the benchmark only.
 
 Time dilation (``--dilate``, with ``0 < S < 1``): the benchmark plays real-world traffic S
 times faster. The latency model is already scaled by S; with ``--dilate`` the sandbox's
@@ -33,6 +35,7 @@ from core.gateway.catalog import RateLimits
 from core.sandbox.anthropic import AnthropicSandbox, Faults
 
 STATS_PATH = "/_bench/stats"
+FAULTS_PATH = "/_bench/faults"
 _LIMIT_HEADERS = frozenset(
     f"anthropic-ratelimit-{name}-limit".encode()
     for name in ("requests", "tokens", "input-tokens", "output-tokens")
@@ -60,7 +63,7 @@ def dilated_clock(scale: float) -> Callable[[], float]:
     return lambda: origin + (time.monotonic() - origin) / scale
 
 
-def _rewrite(headers: list[tuple[bytes, bytes]], scale: float) -> list[tuple[bytes, bytes]]:
+def rewrite_headers(headers: list[tuple[bytes, bytes]], scale: float) -> list[tuple[bytes, bytes]]:
     out: list[tuple[bytes, bytes]] = []
     for name, value in headers:
         lowered = name.lower()
@@ -82,14 +85,17 @@ class BenchApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == STATS_PATH:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [(b"content-type", b"application/json")],
-                }
-            )
-            await send({"type": "http.response.body", "body": stats_json(self.sandbox)})
+            await _answer(send, stats_json(self.sandbox))
+            return
+        if scope["type"] == "http" and scope["path"] == FAULTS_PATH:
+            body = b""
+            while True:
+                message = await receive()
+                body += message.get("body", b"")
+                if not message.get("more_body"):
+                    break
+            self.sandbox.faults = Faults(**orjson.loads(body or b"{}"))
+            await _answer(send, orjson.dumps(asdict(self.sandbox.faults)))
             return
         scale = self.dilation
         if scale is None or scope["type"] != "http":
@@ -98,10 +104,16 @@ class BenchApp:
 
         async def send_dilated(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message = {**message, "headers": _rewrite(list(message["headers"]), scale)}
+                message = {**message, "headers": rewrite_headers(list(message["headers"]), scale)}
             await send(message)
 
         await self.inner(scope, receive, send_dilated)
+
+
+async def _answer(send: Send, body: bytes) -> None:
+    headers = [(b"content-type", b"application/json")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def build(args: argparse.Namespace) -> BenchApp:

@@ -115,7 +115,7 @@ class Workload(_Strict):
     reference: Reference
 
     @model_validator(mode="after")
-    def _shares(self) -> Workload:
+    def _consistent(self) -> Workload:
         total = sum(task.share for task in self.tasks.values())
         if abs(total - 1) > 1e-6:
             raise ValueError(f"task shares must add up to 1, not {total:g}")
