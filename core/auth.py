@@ -7,6 +7,7 @@ hash is enough (no password stretching needed), and the comparison is constant-t
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -100,23 +101,40 @@ class KeyCache:
     """Verified API keys remembered for ``ttl`` seconds, so hot paths (``/v1/messages``)
     skip the database lookup. A revoked key stops working within ``ttl``.
 
-    Keyed by the key's SHA-256, never the plaintext; failures are not cached.
+    Keyed by the key's SHA-256, never the plaintext; failures are not cached. Concurrent
+    requests with the same key share one lookup (no stampede when an entry expires), and
+    the lookup reads through ``sessions`` that should not take a write lock.
     """
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], ttl: float) -> None:
         self._sessions = sessions
         self._ttl = ttl
         self._known: dict[str, tuple[Principal, float]] = {}
+        self._lookups: dict[str, asyncio.Future[Principal]] = {}
 
     async def authenticate(self, presented: str) -> Principal:
         digest = _hash(presented)
-        now = time.monotonic()
         hit = self._known.get(digest)
-        if hit is not None and hit[1] > now:
+        if hit is not None and hit[1] > time.monotonic():
             return hit[0]
-        async with self._sessions.begin() as session:
+        pending = self._lookups.get(digest)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        lookup = asyncio.ensure_future(self._lookup(presented, digest))
+        self._lookups[digest] = lookup
+        try:
+            return await asyncio.shield(lookup)
+        finally:
+            if lookup.done():
+                self._lookups.pop(digest, None)
+            else:
+                lookup.add_done_callback(lambda _: self._lookups.pop(digest, None))
+
+    async def _lookup(self, presented: str, digest: str) -> Principal:
+        async with self._sessions() as session:
             principal = await authenticate(session, presented)
         if self._ttl > 0:
+            now = time.monotonic()
             if len(self._known) > 10_000:
                 self._known = {k: v for k, v in self._known.items() if v[1] > now}
             self._known[digest] = (principal, now + self._ttl)

@@ -15,7 +15,7 @@ from connectors.registry import ConnectorRegistry
 from core.auth import KeyCache
 from core.connections import ConnectorPool
 from core.crypto import KeyRing
-from core.db.engine import make_engine, make_sessionmaker
+from core.db.engine import make_engine, make_read_sessionmaker, make_sessionmaker
 from core.flows.catalog import FlowCatalog
 from core.gateway.factory import build_gateway
 from core.gateway.gateway import Gateway
@@ -82,5 +82,5 @@ def build_services(
         ingest=IngestWriter(sessions, catalog, flushers=1 if settings.is_embedded else 2),
         http=httpx.AsyncClient(timeout=settings.callback_timeout_seconds, follow_redirects=False),
         gateway=gateway or build_gateway(settings, sessions, metrics),
-        keys=KeyCache(sessions, settings.gateway.auth_cache_seconds),
+        keys=KeyCache(make_read_sessionmaker(engine), settings.gateway.auth_cache_seconds),
     )

@@ -3,8 +3,10 @@
 SQLite has one writer at a time. Every transaction therefore starts with
 ``BEGIN IMMEDIATE``: it takes the write lock up front (waiting up to ``busy_timeout``)
 instead of failing later with "database is locked" when a read turns into a write. The
-price is that reads queue behind writes too; embedded mode is for one process and modest
-load, PostgreSQL for the rest.
+price is that reads queue behind writes too, except on the hot paths that only read (API key
+lookups): :func:`make_read_sessionmaker` sessions begin a deferred transaction, which in WAL
+mode never waits for a writer. Embedded mode is for one process and modest load, PostgreSQL
+for the rest.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+READ_ONLY = "switchyard_read_only"
 
 
 def async_url(database_url: str) -> URL:
@@ -50,7 +53,10 @@ def _prepare_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        if connection.get_execution_options().get(READ_ONLY):
+            connection.exec_driver_sql("BEGIN")  # deferred: WAL readers never wait for a writer
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def make_engine(database_url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
@@ -68,3 +74,8 @@ def make_engine(database_url: str, *, pool_size: int = 10, echo: bool = False) -
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def make_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions for transactions that only read (on SQLite they take no write lock)."""
+    return async_sessionmaker(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)

@@ -133,7 +133,8 @@ class Recorder:
                 await self.flush()
             except Exception:
                 log.exception("writing gateway call records failed; will retry", pending=len(self))
-                await asyncio.sleep(self._flush_interval * 4)
+                if not self._closing:
+                    await asyncio.sleep(self._flush_interval * 4)
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -185,12 +186,15 @@ class Recorder:
         return kept
 
     async def aclose(self) -> None:
+        """Stop the background writer and write what is left.
+
+        The writer is let finish its current flush rather than cancelled: a cancelled write
+        could leave its transaction (and SQLite's write lock) behind for the final flush.
+        """
         self._closing = True
         self._wake.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task
             self._task = None
         try:
             await self.flush()
