@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import Table
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -24,6 +24,9 @@ from core.db.models import GatewayRequest, UpstreamCall
 from core.logging import get_logger
 
 log = get_logger(__name__)
+
+REQUESTS: Table = GatewayRequest.__table__  # type: ignore[assignment]
+UPSTREAM_CALLS: Table = UpstreamCall.__table__  # type: ignore[assignment]
 
 
 @dataclass
@@ -167,11 +170,13 @@ class Recorder:
         return written
 
     async def _write(self, batch: list[CallRecord]) -> None:
+        # Core inserts on the tables: the ORM's bulk path costs several times more CPU per
+        # row, and these rows are never read back here.
         async with self._sessions.begin() as session:
-            await session.execute(insert(GatewayRequest), [r.request_row() for r in batch])
+            await session.execute(REQUESTS.insert(), [r.request_row() for r in batch])
             attempts = [row for record in batch for row in record.attempt_rows()]
             if attempts:
-                await session.execute(insert(UpstreamCall), attempts)
+                await session.execute(UPSTREAM_CALLS.insert(), attempts)
 
     async def _write_each(self, batch: list[CallRecord]) -> list[CallRecord]:
         kept: list[CallRecord] = []
