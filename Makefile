@@ -7,7 +7,7 @@ UV_VERSION := 0.13.9
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := python3
 
-.PHONY: install run test lint format typecheck pytest bench clean
+.PHONY: install run test lint format typecheck pytest bench bench-quick clean
 
 $(UV):
 	python3 -m venv .tools
@@ -36,8 +36,14 @@ pytest: install
 
 test: lint typecheck pytest
 
-bench: install
+bench: install  ## every benchmark, full size (about 25 minutes)
 	$(BIN)/python -m tests.bench.ingest
+	$(BIN)/switchyard bench savings
+	$(BIN)/switchyard bench overhead
+
+bench-quick: install  ## the gateway benchmarks in their quick modes (about 2 minutes)
+	$(BIN)/switchyard bench savings --quick
+	$(BIN)/switchyard bench overhead --quick
 
 clean:
 	rm -rf $(VENV) .tools var .mypy_cache .ruff_cache

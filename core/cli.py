@@ -15,6 +15,7 @@ import typer
 import uvloop
 from sqlalchemy import select
 
+from core.bench.cli import bench_app
 from core.db.models import ApiKey, Job, JobStatus, Role
 from core.errors import NotFound, SwitchyardError
 from core.settings import Settings, load_settings
@@ -35,6 +36,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(keys_app, name="keys")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(bench_app, name="bench")
 app.add_typer(secrets_app, name="secrets")
 
 

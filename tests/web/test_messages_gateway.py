@@ -443,11 +443,15 @@ async def test_identical_concurrent_streams_share_one_upstream_stream(
     sandbox.faults = Faults(slow_rate=1.0, slow_seconds=0.3)
     acme = await connect("acme")
 
+    states: list[str] = []
+
     async def read() -> str:
         async with acme.client.messages.stream(model="claude-haiku-5-5", **ask("same")) as s:
+            states.append(s.response.headers["x-switchyard-cache"])
             return "".join([text async for text in s.text_stream])
 
     texts = await asyncio.gather(*(read() for _ in range(4)))
+    assert sorted(states) == ["dedup", "dedup", "dedup", "miss"]
     assert len(set(texts)) == 1
     assert texts[0]
     assert len(recording.requests) == 1

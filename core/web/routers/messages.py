@@ -30,6 +30,7 @@ from core.db.models import Role
 from core.errors import Forbidden, InvalidRequest, SwitchyardError, Unauthenticated
 from core.gateway.admission import Priority
 from core.gateway.gateway import CallOptions, Gateway
+from core.gateway.records import CallRecord
 from core.gateway.streaming import MEDIA_TYPE as SSE_MEDIA_TYPE
 from core.gateway.streaming import GatewayStream
 from core.logging import get_logger
@@ -125,15 +126,14 @@ async def create_message(request: Request) -> Response:
         if body.get("stream"):
             stream = await gateway.stream(body, options)
             headers = _headers(trace_id, stream.record.model, stream.upstream_request_id)
+            headers["x-switchyard-cache"] = _cache_state(stream.record)
             return _StreamedMessage(stream, headers)
         completion = await gateway.complete(body, options)
     except Exception as exc:
         return _failed(exc, trace_id)
     headers = _headers(trace_id, completion.record.model, completion.upstream_request_id)
     record = completion.record
-    headers["x-switchyard-cache"] = (
-        "hit" if record.cache_hit else "dedup" if record.dedup_hit else "miss"
-    )
+    headers["x-switchyard-cache"] = _cache_state(record)
     headers["x-switchyard-cost-usd"] = f"{record.cost_picodollars / 10**12:.8f}"
     return Response(completion.body, 200, headers, media_type="application/json")
 
@@ -168,6 +168,10 @@ class _StreamedMessage(StreamingResponse):
             await super().__call__(scope, receive, send)
         finally:
             await self._stream.abandon()
+
+
+def _cache_state(record: CallRecord) -> str:
+    return "hit" if record.cache_hit else "dedup" if record.dedup_hit else "miss"
 
 
 def _failed(exc: Exception, trace_id: str) -> Response:
