@@ -70,6 +70,13 @@ class GatewaySettings(BaseModel):
         default_factory=dict,
         description='Per-model {"rpm","input_tpm","output_tpm"} overriding the catalogue.',
     )
+    headroom: float = Field(
+        0.05,
+        ge=0,
+        lt=0.5,
+        description="Share of each rate limit kept unused: our buckets and Anthropic's are "
+        "never perfectly in step, and a guess too high costs a 429.",
+    )
     interactive_deadline_seconds: float = Field(
         60, gt=0, description="Longest an interactive call may wait and retry."
     )

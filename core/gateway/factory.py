@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -36,6 +37,22 @@ def admission_limits(settings: Settings, catalog: Catalog) -> dict[str, RateLimi
     return limits
 
 
+def with_headroom(limits: dict[str, RateLimits], headroom: float) -> dict[str, RateLimits]:
+    """Each limit less ``headroom`` of it (at least 1), for admission to aim at."""
+
+    def keep(value: int) -> int:
+        return max(1, math.floor(value * (1 - headroom)))
+
+    return {
+        model: RateLimits(
+            rpm=keep(limit.rpm),
+            input_tpm=keep(limit.input_tpm),
+            output_tpm=keep(limit.output_tpm),
+        )
+        for model, limit in limits.items()
+    }
+
+
 def _redis(settings: Settings) -> Any:
     if not settings.redis_url:
         raise SettingsError(
@@ -64,7 +81,7 @@ def build_gateway(
     )
     routing.check(catalog)
     catalog.get(config.naive_model)
-    limits = admission_limits(settings, catalog)
+    limits = with_headroom(admission_limits(settings, catalog), config.headroom)
     shared = config.admission == "redis" or (config.admission == "auto" and settings.redis_url)
     admission: Admission
     cache: ResponseCache

@@ -29,7 +29,7 @@ from core.gateway.catalog import Catalog, ModelInfo
 from core.gateway.prepare import Prepared, prepare
 from core.gateway.records import CallRecord, Recorder
 from core.gateway.response_cache import ResponseCache
-from core.gateway.routing import RoutingTable
+from core.gateway.routing import Route, RoutingTable
 from core.gateway.singleflight import SingleFlight, StreamFlight
 from core.gateway.streaming import GatewayStream, StreamSource, replay_stream
 from core.gateway.telemetry import GatewayTelemetry
@@ -115,7 +115,7 @@ class Gateway:
     # ----------------------------------------------------------------- helpers
 
     def _prepare(
-        self, body: Mapping[str, Any], options: CallOptions, route_override: Any = None
+        self, body: Mapping[str, Any], options: CallOptions, route_override: Route | None = None
     ) -> Prepared:
         return prepare(
             body,

@@ -11,7 +11,7 @@ from core.db.engine import make_engine
 from core.errors import SettingsError
 from core.gateway.admission_memory import InProcessAdmission
 from core.gateway.admission_redis import RedisAdmission
-from core.gateway.catalog import Catalog
+from core.gateway.catalog import Catalog, RateLimits
 from core.gateway.factory import admission_limits, build_gateway
 from core.gateway.response_cache import MemoryResponseCache, RedisResponseCache
 from core.metrics import Metrics
@@ -67,3 +67,10 @@ def test_bad_limits_and_unknown_tier_models_fail_at_start(tmp_path: Path) -> Non
     settings = settings_with(tmp_path, tier_models={"small": "claude-imaginary-1"})
     with pytest.raises(SettingsError, match="claude-imaginary-1"):
         build_gateway(settings, async_sessionmaker(make_engine(settings.database_url)), Metrics())
+
+
+def test_admission_aims_a_little_below_each_limit() -> None:
+    from core.gateway.factory import with_headroom
+
+    kept = with_headroom({"m": RateLimits(rpm=100, input_tpm=1_000, output_tpm=1)}, 0.05)
+    assert kept["m"] == RateLimits(rpm=95, input_tpm=950, output_tpm=1)
