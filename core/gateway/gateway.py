@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -24,7 +24,7 @@ import orjson
 from core.db.types import new_id
 from core.gateway import accounting
 from core.gateway.admission import Admission, Priority
-from core.gateway.attempts import Attempted, fill_attempt_usage, with_admission_and_retry
+from core.gateway.attempts import Attempted, T, fill_attempt_usage, with_admission_and_retry
 from core.gateway.catalog import Catalog, ModelInfo
 from core.gateway.prepare import Prepared, prepare
 from core.gateway.records import CallRecord, Recorder
@@ -158,6 +158,28 @@ class Gateway:
             compression_tokens_saved=prepared.tokens_saved,
         )
 
+    async def _attempt(
+        self,
+        operation: Callable[[], Awaitable[T]],
+        prepared: Prepared,
+        options: CallOptions,
+        record: CallRecord,
+        started: float,
+    ) -> Attempted[T]:
+        """``operation`` upstream, through admission and retry, within the call's deadline."""
+        return await with_admission_and_retry(
+            operation,
+            admission=self.admission,
+            policy=self.retry_policy,
+            model=prepared.route.model,
+            input_tokens=prepared.input_estimate,
+            max_tokens=prepared.max_tokens,
+            priority=options.priority,
+            deadline=self._deadline(options, started),
+            record=record,
+            clock=self._clock,
+        )
+
     def account(
         self, record: CallRecord, model: ModelInfo, usage: accounting.Usage, *, charged: bool
     ) -> int:
@@ -235,17 +257,12 @@ class Gateway:
                 return self._settle(prepared, record, cached, None, charged=False)
 
         async def call() -> _Shared:
-            attempted = await with_admission_and_retry(
+            attempted = await self._attempt(
                 lambda: self.upstream.send(prepared.body, prepared.headers),
-                admission=self.admission,
-                policy=self.retry_policy,
-                model=prepared.route.model,
-                input_tokens=prepared.input_estimate,
-                max_tokens=prepared.max_tokens,
-                priority=options.priority,
-                deadline=self._deadline(options, started),
-                record=record,
-                clock=self._clock,
+                prepared,
+                options,
+                record,
+                started,
             )
             usage = _usage_of(attempted.answer.body)
             attempted.permit.settle(
@@ -307,17 +324,12 @@ class Gateway:
             opened: list[Attempted[UpstreamStream]] = []
 
             async def upstream_bytes() -> AsyncIterator[bytes]:
-                attempted = await with_admission_and_retry(
+                attempted = await self._attempt(
                     lambda: self.upstream.open_stream(prepared.body, prepared.headers),
-                    admission=self.admission,
-                    policy=self.retry_policy,
-                    model=prepared.route.model,
-                    input_tokens=prepared.input_estimate,
-                    max_tokens=prepared.max_tokens,
-                    priority=options.priority,
-                    deadline=self._deadline(options, started),
-                    record=record,
-                    clock=self._clock,
+                    prepared,
+                    options,
+                    record,
+                    started,
                 )
                 opened.append(attempted)
                 try:
