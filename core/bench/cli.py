@@ -18,7 +18,7 @@ import typer
 
 if TYPE_CHECKING:
     from core.bench.overhead import LevelResult, OverheadResult, Plan
-    from core.bench.savings import ArmReport
+    from core.bench.savings_report import ArmReport
     from core.bench.workload import Profile, Workload
 
 bench_app = typer.Typer(
@@ -68,7 +68,7 @@ def savings_command(
     ] = None,
 ) -> None:
     """Cost, latency and rate-limit errors of a CRM workload, naive SDK vs through Switchyard."""
-    from core.bench import processes, savings
+    from core.bench import processes, savings, savings_report
     from core.bench.workload import build_calls, load
 
     workload = load(workload_file)
@@ -86,7 +86,7 @@ def savings_command(
         _progress(f"bench savings: arm {name}, {len(calls):,} calls ...")
         run = savings.run_arm(name, workload, profile, calls)
         _progress(f"bench savings: arm {name} done in {run.seconds:.1f} s")
-        reports.append(savings.summarize(name, run, workload))
+        reports.append(savings_report.summarize(name, run, workload))
     path = processes.write_result(
         "savings", {"profile": profile.model_dump(), "arms": [asdict(r) for r in reports]}
     )
@@ -94,7 +94,7 @@ def savings_command(
     typer.echo("")
     typer.echo(savings_table(reports, workload, profile, len(calls)))
     typer.echo(f"Results: {path}")
-    typer.echo(savings.key_values(reports))
+    typer.echo(savings_report.key_values(reports))
 
 
 @bench_app.command("overhead")
@@ -159,7 +159,7 @@ def savings_table(
 ) -> str:
     """The arms side by side with Switchyard's delta against each naive arm, then notes."""
     from core.bench.processes import columns
-    from core.bench.savings import delta
+    from core.bench.savings_report import delta
 
     by_name = {r.name: r for r in reports}
     ours = by_name.get("switchyard")

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from core.bench import overhead, savings
+from core.bench import overhead, savings, savings_report
 from core.bench.cli import overhead_table, savings_table
 from core.bench.sandbox_server import BenchApp, dilated_clock, rewrite_headers
 from core.bench.workload import Call, Workload, arrivals, build_calls, load
@@ -153,8 +153,8 @@ def meter(outcomes: list[savings.Outcome]) -> dict[str, Any]:
     for o in billed:
         assert o.usage is not None
         assert o.model is not None
-        row = rows.setdefault(o.model, dict.fromkeys(savings.METER, 0))
-        for name in savings.METER:
+        row = rows.setdefault(o.model, dict.fromkeys(savings_report.METER, 0))
+        for name in savings_report.METER:
             row[name] += getattr(o.usage, name)
     return {"usage": rows, "rate_limited": 3}
 
@@ -164,7 +164,9 @@ def test_summary_prices_answered_calls_and_counts_errors_per_day(workload: Workl
     outcomes.append(savings.Outcome(20, "classify", False, error="rate_limit"))
     outcomes.append(savings.Outcome(21, "classify", False, error="http_529"))
     outcomes.append(outcome(22, latency=0.5, cost=0.0, charged=False))  # a dedup answer
-    report = savings.summarize("switchyard", arm("switchyard", outcomes, meter(outcomes)), workload)
+    report = savings_report.summarize(
+        "switchyard", arm("switchyard", outcomes, meter(outcomes)), workload
+    )
     assert report.answered == 21
     assert report.cost_per_call == pytest.approx(0.20 / 21)
     assert report.cost_per_month == pytest.approx(0.20 / 21 * workload.interactions_per_month)
@@ -185,24 +187,24 @@ def test_the_token_check_catches_a_difference(workload: Workload) -> None:
     outcomes = [outcome(0, 1.0, 0.01)]
     sandbox = meter(outcomes)
     sandbox["usage"]["claude-haiku-5-5"]["output_tokens"] += 1
-    report = savings.summarize("naive-opus", arm("naive-opus", outcomes, sandbox), workload)
+    report = savings_report.summarize("naive-opus", arm("naive-opus", outcomes, sandbox), workload)
     assert report.token_check.startswith("differs")
 
 
 def test_key_values_are_fractions_against_the_opus_baseline(workload: Workload) -> None:
-    def report(name: str, cost: float, latency: float, errors: int) -> savings.ArmReport:
+    def report(name: str, cost: float, latency: float, errors: int) -> savings_report.ArmReport:
         outcomes = [outcome(i, latency, cost) for i in range(10)]
         outcomes += [
             savings.Outcome(10 + i, "classify", False, error="rate_limit") for i in range(errors)
         ]
-        return savings.summarize(name, arm(name, outcomes, meter(outcomes)), workload)
+        return savings_report.summarize(name, arm(name, outcomes, meter(outcomes)), workload)
 
     reports = [
         report("switchyard", 0.001, 1.0, 0),
         report("naive-opus", 0.010, 10.0, 5),
         report("naive-sonnet", 0.005, 5.0, 0),
     ]
-    line = savings.key_values(reports)
+    line = savings_report.key_values(reports)
     figures = dict(pair.split("=") for pair in line.split())
     assert figures["cost_delta"] == "-0.90"
     assert figures["p95_delta"] == "-0.90"
@@ -216,8 +218,8 @@ def test_key_values_are_fractions_against_the_opus_baseline(workload: Workload) 
 
 
 def test_delta_is_relative() -> None:
-    assert savings.delta(20, 100) == pytest.approx(-0.8)
-    assert savings.delta(1, 0) == 0.0
+    assert savings_report.delta(20, 100) == pytest.approx(-0.8)
+    assert savings_report.delta(1, 0) == 0.0
 
 
 # ---------------------------------------------------------------------- overhead math
