@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import sqlite3
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from typing import Any
 from sqlalchemy import Table
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DataError, IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from core.db.models import GatewayRequest, UpstreamCall
 from core.logging import get_logger
@@ -32,24 +33,62 @@ REQUESTS: Table = GatewayRequest.__table__  # type: ignore[assignment]
 UPSTREAM_CALLS: Table = UpstreamCall.__table__  # type: ignore[assignment]
 
 
+# SQLite's default limit on a statement's parameters (SQLITE_MAX_VARIABLE_NUMBER).
+SQLITE_MAX_PARAMETERS = 32_766 if sqlite3.sqlite_version_info >= (3, 32) else 999
+MAX_ROWS_PER_STATEMENT = 200
+
+
 @dataclass(frozen=True)
 class _Insert:
     """An INSERT compiled once per table and dialect, fed plain tuples.
 
     Records are written at the gateway's full call rate from the event loop's thread; going
     through SQLAlchemy's per-row parameter processing cost ~0.1 ms a row there, this costs a
-    few microseconds (the driver's executemany does the rest, off the loop).
+    few microseconds.
+
+    On SQLite the rows go as multi-row ``VALUES`` statements, not ``executemany``: the driver
+    runs in a thread and releases the GIL for every statement it steps, and while the event
+    loop is busy each re-acquisition waits up to the interpreter's switch interval (5 ms).
+    One row per step let a busy gateway make records faster than it wrote them; 200 rows per
+    step keeps the writer far ahead. (asyncpg runs in the loop and pipelines
+    ``executemany`` itself.)
     """
 
     sql: str
     keys: tuple[str, ...]
     processed: tuple[tuple[int, Callable[[Any], Any]], ...]  # (position, bind processor)
+    row_placeholders: str | None = None  # "(?, ?, ...)" where rows go many to a statement
+    rows_per_statement: int = 1
 
     def values(self, row: dict[str, Any]) -> tuple[Any, ...]:
         out = [row[key] for key in self.keys]
         for position, process in self.processed:
             out[position] = process(out[position])
         return tuple(out)  # executemany takes tuples
+
+    async def execute(self, connection: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+        params = [self.values(row) for row in rows]
+        if self.row_placeholders is None:
+            await connection.exec_driver_sql(self.sql, params)
+            return
+        start = 0
+        while start < len(params):
+            # Full statements, then the rest in power-of-two sizes: a handful of distinct
+            # statements per table, so the driver's statement cache never churns.
+            left = len(params) - start
+            size = (
+                self.rows_per_statement
+                if left >= self.rows_per_statement
+                else 1 << (left.bit_length() - 1)
+            )
+            flat = tuple(value for row in params[start : start + size] for value in row)
+            await connection.exec_driver_sql(self._many(size), flat)
+            start += size
+
+    @functools.cache  # noqa: B019 - a few sizes per table, for the process's lifetime
+    def _many(self, rows: int) -> str:
+        head = self.sql[: self.sql.rindex(" VALUES ")]
+        return f"{head} VALUES {', '.join([self.row_placeholders or ''] * rows)}"
 
 
 @functools.cache
@@ -61,10 +100,17 @@ def _insert_for(table: Table, dialect: Dialect) -> _Insert:
     if not compiled.positional or set(keys) != set(by_key):
         raise RuntimeError(f"cannot build a positional INSERT for {table.name} on {dialect.name}")
     processors = [by_key[key].type.bind_processor(dialect) for key in keys]
+    many: dict[str, Any] = {}
+    if dialect.name == "sqlite":
+        many = {
+            "row_placeholders": "(" + ", ".join(["?"] * len(keys)) + ")",
+            "rows_per_statement": min(MAX_ROWS_PER_STATEMENT, SQLITE_MAX_PARAMETERS // len(keys)),
+        }
     return _Insert(
         sql=compiled.string,
         keys=keys,
         processed=tuple((i, p) for i, p in enumerate(processors) if p is not None),
+        **many,
     )
 
 
@@ -215,14 +261,12 @@ class Recorder:
         async with self._sessions.begin() as session:
             connection = await session.connection()
             dialect = connection.dialect
-            requests = _insert_for(REQUESTS, dialect)
-            await connection.exec_driver_sql(
-                requests.sql, [requests.values(r.request_row()) for r in batch]
+            await _insert_for(REQUESTS, dialect).execute(
+                connection, [record.request_row() for record in batch]
             )
             attempts = [row for record in batch for row in record.attempt_rows()]
             if attempts:
-                calls = _insert_for(UPSTREAM_CALLS, dialect)
-                await connection.exec_driver_sql(calls.sql, [calls.values(a) for a in attempts])
+                await _insert_for(UPSTREAM_CALLS, dialect).execute(connection, attempts)
 
     async def _write_each(self, batch: list[CallRecord]) -> list[CallRecord]:
         kept: list[CallRecord] = []

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from core.auth import create_tenant
 from core.db.models import GatewayRequest, UpstreamCall
@@ -80,3 +81,33 @@ async def test_closing_flushes_what_is_buffered(services: Services) -> None:
     recorder.submit(record(tenant.id))
     await recorder.aclose()
     assert await counts(services) == (1, 1)
+
+
+async def test_a_large_flush_writes_every_row_with_few_distinct_statements(
+    services: Services,
+) -> None:
+    async with services.sessions.begin() as session:
+        tenant = await create_tenant(session, "acme")
+    recorder = Recorder(services.sessions, flush_interval=60, max_batch=1000)
+    originals = [record(tenant.id, attempts=1 + n % 3) for n in range(437)]
+    for one in originals:
+        recorder.submit(one)
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(services.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        assert await recorder.flush() == 437
+    finally:
+        event.remove(services.engine.sync_engine, "before_cursor_execute", seen)
+    assert await counts(services) == (437, sum(len(one.attempts) for one in originals))
+    async with services.sessions() as session:
+        stored = (await session.scalars(select(GatewayRequest.id))).all()
+    assert sorted(stored) == sorted(one.id for one in originals)
+    if services.engine.dialect.name == "sqlite":
+        # 437 requests: 200 + 200 + 32 + 4 + 1 rows a statement, not 437 single rows.
+        inserts = [s for s in statements if s.startswith("INSERT INTO gateway_requests")]
+        assert [s.count("), (") + 1 for s in inserts] == [200, 200, 32, 4, 1]
+    await recorder.aclose()
