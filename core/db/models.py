@@ -322,3 +322,42 @@ class UpstreamCall(Base):
     ttft_ms: Mapped[float | None] = mapped_column(Float)
     latency_ms: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ReviewStatus(enum.StrEnum):
+    PENDING = "pending"  # waiting for a reviewer
+    APPROVED = "approved"  # the write is queued
+    REJECTED = "rejected"
+    WRITTEN = "written"
+    CONFLICT = "conflict"  # the record changed after the proposal; not overwritten
+    FAILED = "failed"
+
+
+class ReviewItem(Base):
+    """A proposed write held for a person: the record before, the patch, and why."""
+
+    __tablename__ = "review_items"
+    __table_args__ = (
+        CheckConstraint(_enum_check("status", ReviewStatus), name="status"),
+        Index("ix_review_items_tenant_status", "tenant_id", "status", "id"),
+        UniqueConstraint("job_id"),  # a job that runs twice proposes once
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    flow: Mapped[str] = mapped_column(String(200))
+    connection_id: Mapped[str] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"))
+    object: Mapped[str] = mapped_column(String(200))
+    record_id: Mapped[str] = mapped_column(String(255))
+    expected_version: Mapped[str | None] = mapped_column(String(255))
+    before: Mapped[dict[str, Any]] = mapped_column(default=dict)  # the patched fields, as read
+    patch: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    output: Mapped[dict[str, Any]] = mapped_column(default=dict)  # the model's whole answer
+    reasons: Mapped[list[str]] = mapped_column(JsonType, default=list)
+    status: Mapped[str] = mapped_column(String(16), default=ReviewStatus.PENDING.value)
+    trace_id: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    decided_at: Mapped[datetime | None]
+    decided_by: Mapped[str | None] = mapped_column(String(200))
+    decision_note: Mapped[str | None] = mapped_column(Text)
