@@ -117,10 +117,21 @@ class Record:
 
 @dataclass(frozen=True)
 class Patch:
+    """Fields to write on one record; ``record_id`` None asks for a new record (a create).
+
+    A connector that cannot create raises ``ConnectorTerminalError``; one that can makes
+    the create idempotent with the idempotency key it is given (a retried job must not
+    make a second record) and answers the new id in ``WriteResult.record_id``.
+    """
+
     object: str
-    record_id: str
+    record_id: str | None
     fields: Mapping[str, Any]
     expected_version: str | None = None
+
+    @property
+    def is_create(self) -> bool:
+        return self.record_id is None
 
 
 class WriteStatus(enum.StrEnum):

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from core.bench.cli import bench_app
 from core.db.models import ApiKey, Job, JobStatus, Role
 from core.errors import NotFound, SwitchyardError
+from core.flows.cli import flows_app
 from core.settings import Settings, load_settings
 
 T = TypeVar("T")
@@ -37,6 +38,7 @@ app.add_typer(tenants_app, name="tenants")
 app.add_typer(keys_app, name="keys")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(bench_app, name="bench")
+app.add_typer(flows_app, name="flows")
 app.add_typer(secrets_app, name="secrets")
 
 

@@ -86,6 +86,7 @@ async def create_connection(
     secrets: Mapping[str, Any],
     keyring: KeyRing,
     poll_interval_seconds: float | None = None,
+    allow_unreviewed_writes: bool = False,
 ) -> Connection:
     clean_config = _validated(factory.config_model, config, "config")
     clean_secrets = _validated(factory.secrets_model, secrets, "secrets")
@@ -99,6 +100,7 @@ async def create_connection(
         secrets_encrypted=seal_secrets(keyring, connection_id, clean_secrets),
         poll_interval_seconds=poll_interval_seconds if factory.supports_polling else None,
         next_poll_at=utcnow() if factory.supports_polling and poll_interval_seconds else None,
+        allow_unreviewed_writes=allow_unreviewed_writes,
     )
     session.add(connection)
     await session.flush()

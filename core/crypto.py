@@ -16,7 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from core.errors import SettingsError, TerminalError
 
@@ -45,6 +47,7 @@ class KeyRing:
         if not keys:
             raise SettingsError("SWITCHYARD_ENCRYPTION_KEYS: at least one key is required")
         self._keys: dict[str, AESGCM] = {}
+        self._active_raw = keys[0][1]
         for key_id, raw in keys:
             if not _KEY_ID.match(key_id):
                 raise SettingsError(f"SWITCHYARD_ENCRYPTION_KEYS: bad key id {key_id!r}")
@@ -88,6 +91,13 @@ class KeyRing:
             with os.fdopen(fd, "w") as handle:
                 handle.write(f"local:{generate_key()}\n")
         return cls.parse([line for line in path.read_text().split() if line])
+
+    def derive_key(self, purpose: str) -> bytes:
+        """A 32-byte key for ``purpose`` (HKDF-SHA256 from the active key), e.g. the HMAC
+        key of a tenant's pseudonyms. Derived keys change when the active key rotates."""
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode()).derive(
+            self._active_raw
+        )
 
     def encrypt(self, plaintext: bytes, associated_data: bytes) -> str:
         nonce = os.urandom(12)

@@ -106,8 +106,9 @@ async def _connect(services: Services, tenant: Tenant, name: str, sandbox: DemoS
             )
         }
         for flow in services.flows.for_connector(name):
-            if flow in enabled:
-                continue
+            entry = services.flows.get(flow)
+            if flow in enabled or entry is None or not entry.ok:
+                continue  # an invalid flow is listed by `switchyard flows validate`
             session.add(
                 FlowEnablement(
                     connection_id=connection.id, flow=flow, tenant_id=tenant.id, enabled=True

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from core.callbacks import deliver_job_kind
-from core.flows.runner import flow_job_kind
+from core.flows.engine import flow_job_kind
 from core.handlers import Handlers
 from core.scheduler import poll_job_kind
 

@@ -77,6 +77,11 @@ class RecordsClient:
         return Record(ref.object, ref.record_id, values, response.headers.get("etag"))
 
     async def write(self, patch: Patch, idempotency_key: str) -> WriteResult:
+        if patch.record_id is None:
+            raise ConnectorTerminalError(
+                f"the webhook connector's records API updates records only; a flow that "
+                f"creates {patch.object} records needs a connector that can create them"
+            )
         what = f"PATCH {patch.object}/{patch.record_id}"
         headers = {"Idempotency-Key": idempotency_key}
         if patch.expected_version:

@@ -110,6 +110,10 @@ class Connection(Base):
     poll_interval_seconds: Mapped[float | None] = mapped_column(Float)
     next_poll_at: Mapped[datetime | None]
     cursor: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    # ERP connections hold every write for review unless an admin turned this on.
+    allow_unreviewed_writes: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=text("false")
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -349,7 +353,7 @@ class ReviewItem(Base):
     flow: Mapped[str] = mapped_column(String(200))
     connection_id: Mapped[str] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"))
     object: Mapped[str] = mapped_column(String(200))
-    record_id: Mapped[str] = mapped_column(String(255))
+    record_id: Mapped[str | None] = mapped_column(String(255))  # None: a proposed create
     expected_version: Mapped[str | None] = mapped_column(String(255))
     before: Mapped[dict[str, Any]] = mapped_column(default=dict)  # the patched fields, as read
     patch: Mapped[dict[str, Any]] = mapped_column(default=dict)

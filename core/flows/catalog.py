@@ -1,79 +1,120 @@
-"""The flow catalog: which flows exist and which change events each one matches.
+"""The flow catalog: which flows exist, whether each is valid, and which events each matches.
 
-A flow lives in ``mappings/<platform>/<flow>.yaml`` and is named ``<platform>/<flow>``.
-This module reads the ``source`` section, which decides matching at ingress; the sections
-that drive the engine (inputs, task, output, writeback, review) are parsed by the flow
-engine and are passed through here untouched.
+A flow lives in ``mappings/<platform>/<flow>.yaml`` and is named ``<platform>/<flow>``; its
+prompts live under ``mappings/prompts/``. Every file goes through
+:func:`core.flows.validate.validate_flow` at load.
+
+A broken flow does not stop the start: one typo would otherwise take every other flow (and
+the webhooks feeding them) down with it. It stays listed, with its problems, so the API and
+``switchyard flows list`` can show what to fix, but it is never matched: an invalid flow
+never gets a job. Its ``source`` is still read when it alone is valid, so the flow shows up
+under its connector.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from connectors.base import ChangeEvent, ChangeType
-from core.errors import SettingsError
+from connectors.base import ChangeEvent
+from core.flows.prompts import PromptRegistry
+from core.flows.spec import FlowSource, FlowSpec
+from core.flows.validate import FlowCheck, Problem, validate_flow
+from core.logging import get_logger
 
+__all__ = ["FlowCatalog", "FlowEntry", "FlowHeader", "FlowSource", "flow_files", "load_entries"]
 
-class FlowSource(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+PROMPTS_DIR = "prompts"
 
-    connector: str
-    object: str
-    change_types: list[ChangeType] = Field(
-        default_factory=lambda: [ChangeType.CREATED, ChangeType.UPDATED]
-    )
-    when_changed: list[str] = Field(
-        default_factory=list,
-        description="Updates match only when one of these fields changed (empty: any).",
-    )
-
-    def matches(self, connector: str, event: ChangeEvent) -> bool:
-        if connector != self.connector or event.object != self.object:
-            return False
-        if event.change_type not in self.change_types:
-            return False
-        if event.change_type is ChangeType.UPDATED and self.when_changed:
-            return bool(set(self.when_changed) & set(event.changed_fields))
-        return True
+log = get_logger("switchyard.flows")
 
 
 class FlowHeader(BaseModel):
-    """The part of a flow file the catalog needs; the rest is kept as ``body``."""
+    """The part of a flow file that routes events; readable even when the rest is not."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     description: str = ""
     source: FlowSource
 
 
-class FlowEntry(BaseModel):
+@dataclass(frozen=True)
+class FlowEntry:
+    """One flow file as loaded: ``spec`` when it has the right shape, and its problems.
+
+    ``header`` is None when not even the ``source`` section can be read; such an entry
+    belongs to no connector and matches nothing.
+    """
+
     name: str
     path: str
-    header: FlowHeader
+    header: FlowHeader | None
+    spec: FlowSpec | None = None
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not any(problem.severity == "error" for problem in self.problems)
+
+    @property
+    def source(self) -> FlowSource | None:
+        if self.header is not None:
+            return self.header.source
+        return self.spec.source if self.spec is not None else None
+
+    @classmethod
+    def from_check(cls, check: FlowCheck) -> FlowEntry:
+        if check.spec is not None:
+            header: FlowHeader | None = FlowHeader(
+                description=check.spec.description, source=check.spec.source
+            )
+        else:
+            header = _header(check.document)
+        return cls(check.name, str(check.path), header, check.spec, list(check.problems))
+
+
+def _header(document: Any) -> FlowHeader | None:
+    try:
+        return FlowHeader.model_validate(document)
+    except ValidationError:
+        return None
+
+
+def flow_files(root: Path) -> list[Path]:
+    """``root/<platform>/*.yaml`` in name order, without the prompts directory."""
+    return sorted(path for path in root.glob("*/*.yaml") if path.parent.name != PROMPTS_DIR)
+
+
+def load_entries(root: Path, prompts: PromptRegistry) -> list[FlowEntry]:
+    """Every flow under ``root``, validated against ``prompts``, quietly (for tools)."""
+    return [FlowEntry.from_check(validate_flow(path, prompts)) for path in flow_files(root)]
 
 
 class FlowCatalog:
-    def __init__(self, entries: Iterable[FlowEntry] = ()) -> None:
+    def __init__(
+        self, entries: Iterable[FlowEntry] = (), prompts: PromptRegistry | None = None
+    ) -> None:
         self._flows: dict[str, FlowEntry] = {entry.name: entry for entry in entries}
+        self.prompts = prompts if prompts is not None else PromptRegistry()
 
     @classmethod
-    def load(cls, root: Path) -> FlowCatalog:
-        """Read every ``*.yaml`` under ``root/<platform>/``; a broken file stops the start."""
-        entries = []
-        for path in sorted(root.glob("*/*.yaml")):
-            name = f"{path.parent.name}/{path.stem}"
-            try:
-                raw: Any = yaml.safe_load(path.read_text())
-                header = FlowHeader.model_validate(raw)
-            except (yaml.YAMLError, ValidationError) as exc:
-                raise SettingsError(f"flow {name} ({path}) is invalid: {exc}") from None
-            entries.append(FlowEntry(name=name, path=str(path), header=header))
-        return cls(entries)
+    def load(cls, root: Path, prompts: PromptRegistry | None = None) -> FlowCatalog:
+        """Validate every flow under ``root``; prompts default to ``root/prompts``.
+
+        A malformed prompt file still stops the start (``SettingsError``): a prompt is
+        shared by flows, and which flows it breaks cannot be known from the file alone.
+        """
+        registry = prompts if prompts is not None else PromptRegistry.load(root / PROMPTS_DIR)
+        entries = load_entries(root, registry)
+        for entry in entries:
+            if not entry.ok:
+                errors = [str(problem) for problem in entry.problems if problem.severity == "error"]
+                log.warning("flow_invalid", flow=entry.name, errors=errors)
+        return cls(entries, registry)
 
     def __contains__(self, name: object) -> bool:
         return name in self._flows
@@ -84,20 +125,27 @@ class FlowCatalog:
     def names(self) -> list[str]:
         return sorted(self._flows)
 
+    def entries(self) -> list[FlowEntry]:
+        """Every entry, valid or not, in name order."""
+        return [self._flows[name] for name in self.names()]
+
     def for_connector(self, connector: str) -> list[str]:
-        """Names of the flows whose source is ``connector``, in name order."""
+        """Names of the flows whose source is ``connector`` (valid or not), in name order."""
         return [
-            name
-            for name, entry in sorted(self._flows.items())
-            if entry.header.source.connector == connector
+            entry.name
+            for entry in self.entries()
+            if entry.source is not None and entry.source.connector == connector
         ]
 
     def matching(
         self, connector: str, event: ChangeEvent, enabled: Mapping[str, bool]
     ) -> list[str]:
-        """Enabled flows whose source matches ``event``, in name order."""
+        """Enabled, valid flows whose source matches ``event``, in name order."""
         return [
-            name
-            for name, entry in sorted(self._flows.items())
-            if enabled.get(name) and entry.header.source.matches(connector, event)
+            entry.name
+            for entry in self.entries()
+            if enabled.get(entry.name)
+            and entry.ok
+            and entry.source is not None
+            and entry.source.matches(connector, event)
         ]

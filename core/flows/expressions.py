@@ -101,11 +101,14 @@ def evaluate(source: str, data: Any) -> Any:
         return compile_expression(source).search(data, options=_OPTIONS)
     except jmespath_errors.JMESPathError as exc:
         raise ExpressionError(f"expression {source!r} failed: {_reason(exc)}") from None
+    except (decimal.InvalidOperation, OverflowError) as exc:  # round() of a huge number
+        raise ExpressionError(f"expression {source!r} failed: {type(exc).__name__}") from None
 
 
 def truthy(value: Any) -> bool:
-    """JMESPath's truth: false, null, empty string, list and object are false."""
-    return value not in (None, False, "", [], {})
+    """JMESPath's truth: false, null, empty string, list and object are false; every
+    number is true (0 too: ``0 == False`` in Python, so compare by identity)."""
+    return not (value is None or value is False or value in ("", [], {}))
 
 
 def _reason(exc: Exception) -> str:

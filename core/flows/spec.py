@@ -204,7 +204,16 @@ class WritebackField(Strict):
     _check_transform = field_validator("transform")(_compiles)
 
 
+class WritebackAction(StrEnum):
+    UPDATE = "update"  # patch an existing record (the source's, or record_id's)
+    CREATE = "create"  # make a new record; the connector makes the create idempotent
+
+
 class WritebackSpec(Strict):
+    action: WritebackAction = Field(
+        default=WritebackAction.UPDATE,
+        description="update an existing record (default) or create a new one.",
+    )
     connection: str | None = Field(
         default=None,
         description="Another connection of the tenant, by name (default: the source's).",
@@ -217,6 +226,12 @@ class WritebackSpec(Strict):
     fields: dict[str, WritebackField] = Field(min_length=1)
 
     _check_record_id = field_validator("record_id")(_compiles)
+
+    @model_validator(mode="after")
+    def _create_has_no_id(self) -> WritebackSpec:
+        if self.action is WritebackAction.CREATE and self.record_id is not None:
+            raise ValueError("a create has no record_id: the platform assigns the new id")
+        return self
 
 
 class ReviewMode(StrEnum):

@@ -34,6 +34,7 @@ from core.web.docs import install_docs
 from core.web.limits import BodyLimitMiddleware
 from core.web.routers import (
     connections,
+    flows,
     health,
     hooks,
     jobs,
@@ -149,7 +150,7 @@ def create_app(services: Services) -> FastAPI:
     problems.install_problem_handlers(app)
     for module in (health, metrics, hooks, problems, messages):
         app.include_router(module.router)
-    for module in (jobs, connections, subscriptions, usage):
+    for module in (jobs, connections, flows, subscriptions, usage):
         app.include_router(module.router, responses=problems.API_PROBLEMS)
 
     # Added innermost first: the request context must wrap the body limit's 413s.

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from connectors.registry import ConnectorRegistry
 from core.flows.catalog import FlowCatalog, FlowEntry
+from core.flows.prompts import PromptRegistry
 from core.services import Services, build_services
 from core.settings import Settings
 from core.web.app import create_app
@@ -44,7 +45,17 @@ async def services(settings: Settings) -> AsyncIterator[Services]:
     built = build_services(
         settings,
         registry=ConnectorRegistry.from_entry_points(),
-        flows=FlowCatalog([*_entries(shared), *_entries(extra)]),
+        flows=FlowCatalog(
+            [*_entries(shared), *_entries(extra)],
+            PromptRegistry(
+                {
+                    ref: prompt
+                    for registry in (shared.prompts, extra.prompts)
+                    for ref in registry.refs()
+                    if (prompt := registry.get(ref)) is not None
+                }
+            ),
+        ),
     )
     yield built
     await built.aclose()

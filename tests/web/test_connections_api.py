@@ -16,6 +16,7 @@ from tests.web.support import TenantKeys, assert_problem, row_counts, snapshot
 SECRET = "s3cr3t-signing-value-that-must-never-leak"
 TOKEN = "api-token-value-that-must-never-leak"
 WEBHOOK_FLOWS = {
+    "webhook/ticket_broken": False,
     "webhook/ticket_deletions": False,
     "webhook/ticket_triage": False,
     "webhook/ticket_updates": False,
@@ -184,10 +185,35 @@ async def test_enable_and_disable_a_flow(
         rows = (await session.execute(select(FlowEnablement.flow, FlowEnablement.enabled))).all()
     assert [tuple(row) for row in rows] == [("webhook/ticket_updates", False)]
     actions = [(e.action, e.details) for e in await _audit(services, tenant_a.id)]
+    flow = "webhook/ticket_updates"
     assert actions[-2:] == [
-        ("connection.flow.enable", {"flow": "webhook/ticket_updates", "enabled": True}),
-        ("connection.flow.disable", {"flow": "webhook/ticket_updates", "enabled": False}),
+        (
+            "connection.flow.enable",
+            {"flow": flow, "before": {"enabled": False}, "after": {"enabled": True}},
+        ),
+        (
+            "connection.flow.disable",
+            {"flow": flow, "before": {"enabled": True}, "after": {"enabled": False}},
+        ),
     ]
+
+
+async def test_an_invalid_flow_is_refused_with_its_problems_located(
+    client: httpx.AsyncClient, services: Services, tenant_a: TenantKeys, connection_a: str
+) -> None:
+    response = await _switch(client, tenant_a, connection_a, "webhook/ticket_broken", True)
+    body = assert_problem(response, 422, "flow-invalid")
+    (problem,) = body["problems"]
+    assert problem["code"] == "prompt-missing"
+    assert (problem["line"], problem["column"]) == (8, 9)
+    assert problem["file"].endswith("ticket_broken.yaml")
+    assert "web_test@9" in body["detail"]
+    async with services.sessions.begin() as session:
+        rows = (await session.execute(select(FlowEnablement.flow))).all()
+    assert rows == []  # nothing enabled
+    # Disabling is always allowed: an admin can switch off a flow that broke.
+    off = await _switch(client, tenant_a, connection_a, "webhook/ticket_broken", False)
+    assert off.status_code == 200
 
 
 async def test_concurrent_switches_leave_one_row(

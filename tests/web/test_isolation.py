@@ -218,8 +218,32 @@ def _messages(path: str) -> Probe:
     return probe
 
 
+async def _list_flows(client: httpx.AsyncClient, world: World) -> None:
+    # Flows are installed files, the same for every tenant; enablement is per connection.
+    response = await client.get("/v1/flows", headers=world.b.headers())
+    assert response.status_code == 200
+    assert FLOW in [flow["name"] for flow in response.json()["data"]]
+
+
+async def _get_flow(client: httpx.AsyncClient, world: World) -> None:
+    response = await client.get(f"/v1/flows/{FLOW}", headers=world.b.headers())
+    assert response.status_code == 200
+    assert set(response.json()) >= {"name", "valid", "problems"}
+
+
+async def _dry_run(client: httpx.AsyncClient, world: World) -> None:
+    # A dry run touches no tenant's records; an invalid body is refused before any call.
+    response = await client.post(
+        f"/v1/flows/{FLOW}/test", json={"record": "not an object"}, headers=world.b.headers()
+    )
+    assert_problem(response, 422, "invalid-request")
+
+
 WALK: dict[tuple[str, str], Probe] = {
     ("GET", "/v1/usage"): _usage,
+    ("GET", "/v1/flows"): _list_flows,
+    ("GET", "/v1/flows/{flow:path}"): _get_flow,
+    ("POST", "/v1/flows/{flow:path}/test"): _dry_run,
     ("POST", "/v1/messages"): _messages("/v1/messages"),
     ("POST", "/v1/messages/count_tokens"): _messages("/v1/messages/count_tokens"),
     ("GET", "/v1/jobs"): _list_jobs,

@@ -5,6 +5,7 @@
 * ``hooks``    — ``/hooks/{connection_id}``: no key; the platform's signature authenticates.
 * ``jobs``     — read: any role; replay: admin or service; cancel: admin.
 * ``connections`` — read: any role; create and flow switches: admin.
+* ``flows``    — read: any role; dry run: admin.
 * ``subscriptions`` — admin only.
 
 Roles in one line: admin does everything, service reads and replays jobs, reviewer reads.

@@ -32,6 +32,7 @@ from core.db.models import Connection, FlowEnablement, Role
 from core.db.types import utcnow
 from core.errors import Conflict, InvalidRequest, NotFound
 from core.flows.catalog import FlowCatalog
+from core.flows.enabling import check_flow_for_connection
 from core.ingest import enabled_flows
 from core.services import Services
 from core.web.deps import ANY_ROLE, ServicesDep, SessionDep, require
@@ -54,6 +55,11 @@ class ConnectionIn(BaseModel):
     poll_interval_seconds: float | None = Field(
         None, gt=0, le=86_400, description="Polling connectors only: seconds between polls."
     )
+    allow_unreviewed_writes: bool = Field(
+        False,
+        description="ERP connections only: let flows with `review: never` write without a "
+        "reviewer. Off by default; every ERP write then waits for approval.",
+    )
 
 
 class ConnectionOut(BaseModel):
@@ -65,6 +71,7 @@ class ConnectionOut(BaseModel):
     hook_url: str = Field(description="Where the platform delivers webhooks (relative).")
     flows: dict[str, bool] = Field(description="This connector's flows and whether enabled.")
     poll_interval_seconds: float | None
+    allow_unreviewed_writes: bool
     created_at: datetime
     updated_at: datetime
 
@@ -94,6 +101,7 @@ def _out(services: Services, connection: Connection, enabled: dict[str, bool]) -
         hook_url=f"/hooks/{connection.id}",
         flows=_flows_for(services.flows, connection.connector, enabled),
         poll_interval_seconds=connection.poll_interval_seconds,
+        allow_unreviewed_writes=connection.allow_unreviewed_writes,
         created_at=connection.created_at,
         updated_at=connection.updated_at,
     )
@@ -126,6 +134,7 @@ async def create_one(
             secrets=body.secrets,
             keyring=services.keyring,
             poll_interval_seconds=body.poll_interval_seconds,
+            allow_unreviewed_writes=body.allow_unreviewed_writes,
         )
     except IntegrityError:  # a concurrent create with the same name won the race
         raise Conflict(f"a connection named {body.name!r} already exists") from None
@@ -183,12 +192,21 @@ async def set_flow(
     entry = services.flows.get(flow)
     if entry is None:
         raise NotFound(f"no flow {flow!r}; installed: {', '.join(services.flows.names())}")
-    source_connector = entry.header.source.connector
-    if source_connector != connection.connector:
+    source = entry.source
+    if source is not None and source.connector != connection.connector:
         raise InvalidRequest(
-            f"flow {flow!r} reads from the {source_connector!r} connector, but connection "
+            f"flow {flow!r} reads from the {source.connector!r} connector, but connection "
             f"{connection.id} uses {connection.connector!r}"
         )
+    if body.enabled:
+        # Checked against this connection's live field metadata, not only the file:
+        # an unknown or read-only field, or a picklist mismatch, is refused here.
+        await check_flow_for_connection(session, services, entry, connection)
+    before = await session.scalar(
+        select(FlowEnablement.enabled).where(
+            FlowEnablement.connection_id == connection.id, FlowEnablement.flow == flow
+        )
+    )
     # Insert-or-ignore, then update: an upsert that is race-free on both backends.
     await session.execute(
         insert_ignoring_conflicts(
@@ -219,6 +237,7 @@ async def set_flow(
         object_type="connection",
         object_id=connection.id,
         flow=flow,
-        enabled=body.enabled,
+        before={"enabled": bool(before)},
+        after={"enabled": body.enabled},
     )
     return await _view(session, services, connection)

@@ -1,0 +1,264 @@
+"""The ``flow.run`` job: one change event through one flow, end to end.
+
+The steps of "The path of one change" (ARCHITECTURE.md), each recorded on the job's result
+so one job's story reads top to bottom with its trace id:
+
+1. ``fetch`` — the current record from the source connector (the event may be stale);
+2. ``condition`` — the flow's source condition over the fetched record;
+3. ``inputs`` — the allow-listed fields only, transformed, truncated and redacted (recorded
+   as a hash and the field names, never the values);
+4. ``claude`` — the gateway call (task kind, prompt version, output tool), with at most one
+   repair of an answer that fails the schema (:mod:`core.flows.question`);
+5. ``patch`` — the answer mapped onto the target record; unchanged fields are dropped, and
+   a patch that changes nothing is not written at all;
+6. ``review`` or ``write`` — a review item when the flow's rule fires or the target is an
+   ERP (the job waits), else the write with the job's idempotency key and the record's
+   version for optimistic concurrency. A conflict (the record changed since it was read)
+   retries the job, which reads and decides again.
+
+A job whose flow was disabled after it was queued finishes without doing anything: disabling
+stops new work, and a job already past this check runs to its end.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from connectors.base import ChangeType, Connector, ConnectorKind, RecordRef, WriteStatus
+from core import reviews
+from core.connections import get_connection
+from core.db.models import Connection, Event, FlowEnablement, JobStatus
+from core.errors import ConnectorTransientError, TerminalError
+from core.flows.catalog import FlowEntry
+from core.flows.expressions import evaluate, truthy
+from core.flows.inputs import build_inputs
+from core.flows.patches import PatchPlan, build_patch
+from core.flows.question import ask
+from core.flows.spec import FlowSpec, ReviewMode, ReviewWhen, WritebackAction
+from core.handlers import JobContext, JobKind, Outcome
+from core.ingest import FLOW_JOB
+from core.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from core.services import Services
+
+
+class FlowUnavailable(TerminalError):
+    problem_type = "flow-unavailable"
+    title = "The job's flow, prompt or event is missing or invalid"
+    status = 422
+
+
+class WriteConflict(ConnectorTransientError):
+    problem_type = "flow-write-conflict"
+    title = "The record changed after it was read; the job runs again on the new version"
+
+
+def runnable_flow(services: Services, name: str | None) -> tuple[FlowEntry, FlowSpec]:
+    entry = services.flows.get(name) if name else None
+    if entry is None or entry.spec is None or not entry.ok:
+        problems = "; ".join(str(p) for p in entry.problems) if entry else "not installed"
+        raise FlowUnavailable(f"flow {name!r} cannot run: {problems}")
+    return entry, entry.spec
+
+
+async def _enabled(services: Services, connection_id: str, flow: str) -> bool:
+    async with services.sessions() as session:
+        enabled = await session.scalar(
+            select(FlowEnablement.enabled).where(
+                FlowEnablement.connection_id == connection_id, FlowEnablement.flow == flow
+            )
+        )
+    return bool(enabled)
+
+
+async def run_flow(ctx: JobContext) -> Outcome:
+    job, services = ctx.job, ctx.services
+    if job.connection_id is None or job.event_id is None or job.tenant_id is None:
+        raise FlowUnavailable(f"job {job.id} names no connection, event or tenant")
+    _, spec = runnable_flow(services, job.flow)
+    assert job.flow is not None  # _flow refused a job without one
+    steps: list[dict[str, Any]] = []
+
+    def done(**extra: Any) -> Outcome:
+        return Outcome({"flow": job.flow, "prompt": spec.prompt, "steps": steps, **extra})
+
+    if not await _enabled(services, job.connection_id, job.flow):
+        steps.append({"step": "enabled", "skipped": "the flow was disabled on this connection"})
+        return done()
+    async with services.sessions() as session:
+        connection = await get_connection(session, job.connection_id, job.tenant_id)
+        event = await session.get(Event, job.event_id)
+    if event is None:
+        raise FlowUnavailable(f"event {job.event_id} was deleted")
+    if event.change_type == ChangeType.DELETED:
+        steps.append({"step": "fetch", "skipped": "the record was deleted"})
+        return done()
+    source = await services.connectors.get(connection)
+    record = await source.fetch(RecordRef(event.object, event.record_id))
+    steps.append(
+        {"step": "fetch", "object": record.object, "record_id": record.record_id}
+        | {"version": record.version}
+    )
+    if spec.source.condition is not None:
+        data = {"record": dict(record.fields), "event": {"changed_fields": event.changed_fields}}
+        if not truthy(evaluate(spec.source.condition, data)):
+            steps.append({"step": "condition", "skipped": spec.source.condition})
+            return done()
+    inputs = build_inputs(
+        spec, record, pseudonym_key=services.keyring.derive_key(f"pseudonym:{job.tenant_id}")
+    )
+    steps.append(
+        {
+            "step": "inputs",
+            "sha256": inputs.sha256,
+            "fields": list(inputs.fields_used),
+            "redacted": inputs.redacted,
+            "truncated": list(inputs.truncated),
+        }
+    )
+    if inputs.missing_required:
+        steps[-1]["skipped"] = f"required inputs are empty: {', '.join(inputs.missing_required)}"
+        return done()
+    prompt = services.flows.prompts.get(spec.prompt)
+    if prompt is None:
+        raise FlowUnavailable(f"prompt {spec.prompt} is not installed")
+    answer = await ask(
+        services.gateway,
+        spec,
+        prompt,
+        inputs,
+        tenant_id=job.tenant_id,
+        trace_id=job.trace_id,
+        feature=job.flow,
+    )
+    steps.append(
+        {
+            "step": "claude",
+            "prompt": prompt.ref,
+            "task": spec.task,
+            "model": answer.model,
+            "repaired": answer.repaired,
+            "cost_usd": answer.cost_usd,
+            "calls": answer.calls,
+        }
+    )
+    if spec.writeback is None:
+        return done(output=answer.output)
+    target, target_connection = await _target(services, spec, connection)
+    target_object = spec.writeback.object or record.object
+    # The source record is the target: its fetched fields are the "before", its version
+    # guards the write. Any other target is written blind (its connector may still check).
+    same_record = (
+        spec.writeback.action is WritebackAction.UPDATE
+        and spec.writeback.record_id is None
+        and target_object == record.object
+        and target_connection.id == connection.id
+    )
+    described = await target.describe(target_object)
+    plan = build_patch(
+        spec.writeback,
+        output=answer.output,
+        record=record,
+        default_object=record.object,
+        target_fields=described or None,
+        current=dict(record.fields) if same_record else None,
+    )
+    expected_version = record.version if same_record else None
+    steps.append(
+        {
+            "step": "patch",
+            "object": plan.object,
+            "record_id": plan.record_id,
+            "fields": plan.fields,
+            "unchanged": list(plan.unchanged),
+            "skipped_null": list(plan.skipped_null),
+        }
+    )
+    if plan.empty:
+        steps.append({"step": "write", "skipped": "the answer changes nothing on the record"})
+        return done(output=answer.output)
+    reasons = _review_reasons(spec, target, target_connection, answer.output, record, plan)
+    if reasons:
+        async with services.sessions.begin() as session:
+            item = await reviews.propose(
+                session,
+                tenant_id=job.tenant_id,
+                job_id=job.id,
+                flow=job.flow,
+                connection_id=target_connection.id,
+                object_name=plan.object,
+                record_id=plan.record_id,
+                expected_version=expected_version,
+                before=plan.before,
+                patch=plan.fields,
+                output=answer.output,
+                reasons=reasons,
+                trace_id=job.trace_id,
+            )
+        steps.append({"step": "review", "review_item": item.id, "reasons": reasons})
+        return Outcome(done(output=answer.output).result, status=JobStatus.AWAITING_REVIEW)
+    result = await target.write(plan.to_patch(expected_version), job.idempotency_key)
+    if result.status is WriteStatus.CONFLICT:
+        raise WriteConflict(
+            f"{plan.object} {plan.record_id} changed since it was read ({result.detail}); "
+            "the job will read it again"
+        )
+    steps.append(
+        {"step": "write", "status": result.status.value, "version": result.version}
+        | ({"detail": result.detail} if result.detail else {})
+    )
+    return done(output=answer.output)
+
+
+async def _target(
+    services: Services, spec: FlowSpec, source: Connection
+) -> tuple[Connector, Connection]:
+    """The connector and connection a flow writes to: the source's, or another by name."""
+    name = spec.writeback.connection if spec.writeback else None
+    if name is None or name == source.name:
+        return await services.connectors.get(source), source
+    async with services.sessions() as session:
+        other = await session.scalar(
+            select(Connection).where(
+                Connection.tenant_id == source.tenant_id, Connection.name == name
+            )
+        )
+    if other is None:
+        raise FlowUnavailable(f"the flow writes to connection {name!r}, which does not exist")
+    return await services.connectors.get(other), other
+
+
+def _review_reasons(
+    spec: FlowSpec,
+    target: Connector,
+    connection: Connection,
+    output: dict[str, Any],
+    record: Any,
+    plan: PatchPlan,
+) -> list[str]:
+    """Why this write waits for a person (empty: it does not)."""
+    rule = spec.review
+    erp = target.kind is ConnectorKind.ERP
+    if rule is ReviewMode.ALWAYS:
+        return ["the flow reviews every write"]
+    if isinstance(rule, ReviewWhen):
+        data = {"output": output, "record": dict(record.fields), "patch": plan.fields}
+        if truthy(evaluate(rule.when, data)):
+            return [f"review rule: {rule.when}"]
+        return (
+            ["ERP target: every write is reviewed"] if erp and not _unreviewed(connection) else []
+        )
+    if erp and not (rule is ReviewMode.NEVER and _unreviewed(connection)):
+        return ["ERP target: every write is reviewed"]
+    return []
+
+
+def _unreviewed(connection: Connection) -> bool:
+    return bool(connection.allow_unreviewed_writes)
+
+
+def flow_job_kind() -> JobKind:
+    return JobKind(FLOW_JOB, run_flow, RetryPolicy(max_attempts=5, initial=2, maximum=300))
