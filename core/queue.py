@@ -264,17 +264,22 @@ class JobQueue:
         )
         decision = attempt_limit.decide(job.attempts, error)
         message = f"{type(error).__name__}: {error}"[:MAX_ERROR_CHARS]
+        # A handler may leave what it did before failing on the error (a flow's steps).
+        partial = getattr(error, "job_result", None)
+        extra: dict[str, Any] = {"result": partial} if isinstance(partial, dict) else {}
         if decision.retry:
             values: dict[str, Any] = {
                 "status": JobStatus.QUEUED.value,
                 "run_at": utcnow() + timedelta(seconds=decision.delay),
                 "last_error": message,
+                **extra,
             }
             return JobStatus.QUEUED if await self._fenced(job, values, notify=False) else None
         values = {
             "status": JobStatus.DEAD.value,
             "last_error": f"{message} ({decision.reason})",
             "finished_at": utcnow(),
+            **extra,
         }
         return JobStatus.DEAD if await self._fenced(job, values, notify=notify) else None
 

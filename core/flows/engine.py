@@ -22,6 +22,7 @@ stops new work, and a job already past this check runs to its end.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -39,6 +40,7 @@ from core.flows.question import ask
 from core.flows.spec import FlowSpec, ReviewMode, ReviewWhen, WritebackAction
 from core.handlers import JobContext, JobKind, Outcome
 from core.ingest import FLOW_JOB
+from core.queue import ClaimedJob
 from core.retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -79,12 +81,37 @@ async def run_flow(ctx: JobContext) -> Outcome:
     if job.connection_id is None or job.event_id is None or job.tenant_id is None:
         raise FlowUnavailable(f"job {job.id} names no connection, event or tenant")
     _, spec = runnable_flow(services, job.flow)
-    assert job.flow is not None  # _flow refused a job without one
+    assert job.flow is not None  # runnable_flow refused a job without one
     steps: list[dict[str, Any]] = []
 
     def done(**extra: Any) -> Outcome:
         return Outcome({"flow": job.flow, "prompt": spec.prompt, "steps": steps, **extra})
 
+    try:
+        return await _run_steps(job, services, spec, steps, done)
+    except Exception as exc:
+        # The story up to the failure, stored on the job beside last_error (the queue reads
+        # this attribute): which record, what was sent (hashed), what Claude answered.
+        exc.job_result = {  # type: ignore[attr-defined]
+            "flow": job.flow,
+            "prompt": spec.prompt,
+            "steps": steps,
+            "failed_at": type(exc).__name__,
+        }
+        raise
+
+
+async def _run_steps(
+    job: ClaimedJob,
+    services: Services,
+    spec: FlowSpec,
+    steps: list[dict[str, Any]],
+    done: Callable[..., Outcome],
+) -> Outcome:
+    assert job.connection_id is not None  # run_flow checked these
+    assert job.event_id is not None
+    assert job.flow is not None
+    assert job.tenant_id is not None
     if not await _enabled(services, job.connection_id, job.flow):
         steps.append({"step": "enabled", "skipped": "the flow was disabled on this connection"})
         return done()

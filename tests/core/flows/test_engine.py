@@ -9,9 +9,11 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from core.db.models import JobStatus, ReviewItem
+from core.db.models import Job, JobStatus, ReviewItem
 from core.errors import TerminalError
 from core.flows.question import AnswerInvalid
+from core.queue import JobQueue
+from core.retry import RetryPolicy
 from core.sandbox.anthropic import Faults
 from tests.core.flows.conftest import SECRET_NOTE, TICKET, World
 
@@ -75,6 +77,17 @@ async def test_invalid_output_gets_one_repair_then_fails_and_writes_nothing(
     assert repair[2]["content"][0]["type"] == "tool_result"
     assert repair[2]["content"][0]["is_error"] is True
     assert world.tool.applied == []
+    # The job keeps its story up to the failure beside last_error.
+    queue = JobQueue(world.services.sessions, worker_id="test", lease_seconds=60)
+    assert await queue.fail(job, caught.value, RetryPolicy(max_attempts=1)) is JobStatus.DEAD
+    async with world.services.sessions() as session:
+        row = await session.get(Job, job.id)
+    assert row is not None
+    assert row.last_error is not None
+    assert row.last_error.startswith("AnswerInvalid")
+    assert row.result is not None
+    assert [step["step"] for step in row.result["steps"]] == ["fetch", "inputs"]
+    assert row.result["failed_at"] == "AnswerInvalid"
 
 
 async def test_review_rule_true_holds_the_write_with_before_and_after(world: World) -> None:
