@@ -365,3 +365,81 @@ class ReviewItem(Base):
     decided_at: Mapped[datetime | None]
     decided_by: Mapped[str | None] = mapped_column(String(200))
     decision_note: Mapped[str | None] = mapped_column(Text)
+
+
+class BudgetScope(enum.StrEnum):
+    TENANT = "tenant"  # every call of the tenant
+    FEATURE = "feature"  # calls whose feature is scope_value
+    API_KEY = "api_key"  # calls made with the API key whose id is scope_value
+
+
+class BudgetPeriod(enum.StrEnum):
+    DAY = "day"  # calendar days in UTC
+    MONTH = "month"  # calendar months in UTC
+
+
+class Budget(Base):
+    """A spending limit in picodollars per calendar period (see :mod:`core.gateway.budgets`).
+
+    A tenant-scope budget has no ``scope_value``; SQL unique constraints treat NULLs as
+    distinct, so a partial unique index keeps one tenant budget per period.
+    """
+
+    __tablename__ = "budgets"
+    __table_args__ = (
+        CheckConstraint(_enum_check("scope", BudgetScope), name="scope"),
+        CheckConstraint(_enum_check("period", BudgetPeriod), name="period"),
+        CheckConstraint("(scope = 'tenant') = (scope_value IS NULL)", name="scope_value"),
+        CheckConstraint("limit_picodollars >= 0", name="limit"),
+        UniqueConstraint("tenant_id", "scope", "scope_value", "period"),
+        Index(
+            "uq_budgets_tenant_scope_period",
+            "tenant_id",
+            "period",
+            unique=True,
+            sqlite_where=text("scope = 'tenant'"),
+            postgresql_where=text("scope = 'tenant'"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    scope: Mapped[str] = mapped_column(String(16))
+    scope_value: Mapped[str | None] = mapped_column(String(100))
+    period: Mapped[str] = mapped_column(String(8))
+    limit_picodollars: Mapped[int] = mapped_column(BigId)
+    soft_thresholds: Mapped[list[float]] = mapped_column(JsonType, default=lambda: [0.8])
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class BudgetUsage(Base):
+    """A budget's spend and open reservations in one period (the row reservations lock)."""
+
+    __tablename__ = "budget_usage"
+
+    budget_id: Mapped[str] = mapped_column(
+        ForeignKey("budgets.id", ondelete="CASCADE"), primary_key=True
+    )
+    period_start: Mapped[datetime] = mapped_column(primary_key=True)
+    spent_picodollars: Mapped[int] = mapped_column(BigId, default=0)
+    reserved_picodollars: Mapped[int] = mapped_column(BigId, default=0)
+    # The highest soft threshold already announced this period (each fires once).
+    announced_threshold: Mapped[float | None] = mapped_column(Float)
+
+
+class BudgetReservation(Base):
+    """One budget's share of an open reservation: released by settle, release or sweep."""
+
+    __tablename__ = "budget_reservations"
+    __table_args__ = (Index("ix_budget_reservations_expires_at", "expires_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    budget_id: Mapped[str] = mapped_column(
+        ForeignKey("budgets.id", ondelete="CASCADE"), primary_key=True
+    )
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    period_start: Mapped[datetime]
+    amount_picodollars: Mapped[int] = mapped_column(BigId)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
