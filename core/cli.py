@@ -33,6 +33,10 @@ tenants_app = typer.Typer(help="Tenants.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 jobs_app = typer.Typer(help="Jobs in the durable queue.", no_args_is_help=True)
 secrets_app = typer.Typer(help="Encryption keys for secrets at rest.", no_args_is_help=True)
+call_audit_app = typer.Typer(
+    help="The encrypted audit log of gateway calls (retention, key rotation).",
+    no_args_is_help=True,
+)
 app.add_typer(db_app, name="db")
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(keys_app, name="keys")
@@ -40,6 +44,7 @@ app.add_typer(jobs_app, name="jobs")
 app.add_typer(bench_app, name="bench")
 app.add_typer(flows_app, name="flows")
 app.add_typer(secrets_app, name="secrets")
+app.add_typer(call_audit_app, name="call-audit")
 
 
 def _fail(message: str) -> typer.Exit:
@@ -311,6 +316,41 @@ def secrets_rotate() -> None:
         f"re-encrypted {connections} connection secret(s) and "
         f"{subscriptions} subscription secret(s) under the active key"
     )
+
+
+def _call_audit_log(services: Any) -> Any:
+    from datetime import timedelta
+
+    from core.gateway.call_audit import CallAuditLog
+
+    days = services.settings.gateway.audit_retention_days
+    return CallAuditLog(services.sessions, services.keyring, timedelta(days=days))
+
+
+@call_audit_app.command("purge")
+def call_audit_purge() -> None:
+    """Delete audited calls past SWITCHYARD_GATEWAY__AUDIT_RETENTION_DAYS (run daily)."""
+
+    async def body(services: Any) -> int:
+        deleted: int = await _call_audit_log(services).purge_expired()
+        return deleted
+
+    typer.echo(f"deleted {_run(lambda s: _with_services(s, body))} expired call audit record(s)")
+
+
+@call_audit_app.command("reseal")
+def call_audit_reseal() -> None:
+    """Re-encrypt audited calls under the active (first) key; then the old key can go."""
+
+    async def body(services: Any) -> Any:
+        return await _call_audit_log(services).reseal()
+
+    report = _run(lambda s: _with_services(s, body))
+    typer.echo(f"re-encrypted {report.resealed} call audit record(s) under the active key")
+    for key_id, count in sorted(report.unreadable.items()):
+        typer.echo(f"{count} record(s) sealed with key {key_id!r}, which is not configured")
+    if report.unreadable:
+        raise typer.Exit(code=1)
 
 
 def main() -> None:

@@ -81,6 +81,6 @@ def build_services(
         # SQLite has one writer, so one transaction at a time; PostgreSQL overlaps two.
         ingest=IngestWriter(sessions, catalog, flushers=1 if settings.is_embedded else 2),
         http=httpx.AsyncClient(timeout=settings.callback_timeout_seconds, follow_redirects=False),
-        gateway=gateway or build_gateway(settings, sessions, metrics),
+        gateway=gateway or build_gateway(settings, sessions, metrics, keyring=keyring),
         keys=KeyCache(make_read_sessionmaker(engine), settings.gateway.auth_cache_seconds),
     )

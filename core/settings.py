@@ -24,6 +24,7 @@ from pydantic_settings import (
 )
 
 from core.errors import SettingsError
+from core.gateway.redaction.policy import RedactionPolicy
 from core.gateway.routing import DEFAULT_MAX_TOKENS, DEFAULT_TASK_TIERS, DEFAULT_TIER_MODELS
 
 ENV_PREFIX = "SWITCHYARD_"
@@ -89,6 +90,27 @@ class GatewaySettings(BaseModel):
     auth_cache_seconds: float = Field(
         30, ge=0, description="How long a verified API key is trusted without a lookup."
     )
+    redaction: RedactionPolicy = Field(
+        default_factory=RedactionPolicy,
+        description="What leaves per data class: redact (placeholders, restored in the "
+        'answer), block or allow; e.g. {"actions": {"email": "allow"}}. Credentials are '
+        "blocked by default, personal data redacted.",
+    )
+    tenant_redaction: dict[str, RedactionPolicy] = Field(
+        default_factory=dict,
+        description="Per tenant id, overrides of `redaction` (a flow's data_policy goes on top).",
+    )
+    budgets: bool = Field(
+        True, description="Enforce the budgets set with /v1/budgets (402 when exhausted)."
+    )
+    audit: bool = Field(
+        True,
+        description="Keep each call's prompt and answer (after redaction) encrypted with "
+        "SWITCHYARD_ENCRYPTION_KEYS; read only via POST /v1/calls/{id}/audit.",
+    )
+    audit_retention_days: int = Field(
+        30, ge=1, description="Days an encrypted call audit record is kept before purging."
+    )
 
 
 def _split_csv(value: Any) -> Any:
@@ -137,6 +159,9 @@ class Settings(BaseSettings):
     worker_poll_seconds: float = Field(0.5, gt=0, description="Idle wait between claims.")
     shutdown_grace_seconds: float = Field(20.0, ge=0, description="SIGTERM grace period.")
     scheduler_tick_seconds: float = Field(5.0, gt=0, description="Polling scheduler tick.")
+    housekeeping_seconds: float = Field(
+        60.0, gt=0, description="How often workers release stale reservations and the like."
+    )
     callback_timeout_seconds: float = Field(10.0, gt=0, description="Callback HTTP timeout.")
     callback_allow_networks: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

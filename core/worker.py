@@ -10,7 +10,8 @@ One asyncio loop per process runs
   extended belongs to someone else now (the job was cancelled, or recovered after a stall),
   so that handler is cancelled and its result would be refused anyway;
 * recovery (every ``lease/2``): jobs whose worker vanished go back to the queue;
-* the polling scheduler (every ``scheduler_tick_seconds``), see :mod:`core.scheduler`.
+* the polling scheduler (every ``scheduler_tick_seconds``), see :mod:`core.scheduler`;
+* housekeeping (every ``housekeeping_seconds``), see :mod:`core.housekeeping`.
 
 Shutdown (``stop`` set, e.g. by SIGTERM): stop claiming, let in-flight jobs finish for up to
 ``shutdown_grace_seconds``, then cancel the rest and release them unrun (the attempt does
@@ -34,6 +35,7 @@ from core.db.models import JobStatus
 from core.db.types import utcnow
 from core.errors import TerminalError
 from core.handlers import Handlers, JobContext, JobKind, Outcome
+from core.housekeeping import housekeep
 from core.logging import get_logger
 from core.queue import ClaimedJob, FinishListener, JobQueue
 from core.scheduler import POLL_JOB, poll_job_kind, schedule_due_polls
@@ -126,6 +128,8 @@ class Worker:
             periodic.append(
                 asyncio.create_task(self._periodically(stop, tick, self._schedule, at_start=True))
             )
+            chores = settings.housekeeping_seconds
+            periodic.append(asyncio.create_task(self._periodically(stop, chores, self._housekeep)))
         try:
             await self._claim_loop(stop, kinds)
             await asyncio.gather(*periodic)
@@ -354,6 +358,9 @@ class Worker:
     async def _schedule(self) -> None:
         if await schedule_due_polls(self.services):
             self.wake()
+
+    async def _housekeep(self) -> None:
+        await housekeep(self.services)
 
 
 async def run_worker(

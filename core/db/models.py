@@ -301,6 +301,8 @@ class GatewayRequest(Base):
     compression_tokens_saved: Mapped[int] = mapped_column(Integer, default=0)
     prompt_hash: Mapped[str] = mapped_column(String(64))
     response_hash: Mapped[str | None] = mapped_column(String(64))
+    # Values replaced by placeholders before the call, per data class (never the values).
+    redactions: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=text("'{}'"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -441,5 +443,25 @@ class BudgetReservation(Base):
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     period_start: Mapped[datetime]
     amount_picodollars: Mapped[int] = mapped_column(BigId)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+
+
+class CallAudit(Base):
+    """The sealed prompt and answer of one gateway request (see :mod:`core.gateway.call_audit`).
+
+    Kept apart from ``gateway_requests`` (which hold hashes only) and without a foreign key
+    to it: call records are written asynchronously and may land later. ``sealed`` is a
+    KeyRing token (AES-GCM, associated data bound to tenant and id); ``key_id`` names the
+    key that sealed it, so rotation can find what still needs resealing.
+    """
+
+    __tablename__ = "call_audit"
+    __table_args__ = (Index("ix_call_audit_expires_at", "expires_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # the gateway request id
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    key_id: Mapped[str] = mapped_column(String(32))
+    sealed: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]

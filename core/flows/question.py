@@ -18,7 +18,8 @@ from core.flows.inputs import PromptInputs
 from core.flows.prompts import Prompt
 from core.flows.spec import FlowSpec
 from core.gateway.admission import Priority
-from core.gateway.gateway import CallOptions, Gateway
+from core.gateway.calls import CallOptions
+from core.gateway.gateway import Gateway
 
 DEFAULT_MAX_TOKENS = 1024
 
@@ -81,6 +82,7 @@ async def ask(
         feature=feature,
         task=spec.task,
         priority=priority,
+        data_policy=spec.data_policy,
     )
     body = build_request(spec, prompt, inputs)
     completion = await gateway.complete(body, options)

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from connectors.base import ChangeEvent, ChangeType
 from core.flows import expressions
+from core.gateway.redaction.policy import RedactionPolicy
 
 PROMPT_REF = re.compile(r"^(?P<name>[a-z0-9][a-z0-9_\-]*)@(?P<version>[1-9][0-9]*)$")
 FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
@@ -267,6 +268,14 @@ class FlowSpec(Strict):
     review: ReviewMode | ReviewWhen | None = Field(
         default=None,
         description="never | always | {when: expression}. Default: always for ERP targets.",
+    )
+    data_policy: RedactionPolicy | None = Field(
+        default=None,
+        description=(
+            "Per data class (email, phone, payment_card, iban, national_id, ip_address, "
+            "api_key, bearer_token, private_key, url_password): redact, block or allow, "
+            "over the tenant's policy, for free text found in this flow's prompts."
+        ),
     )
 
     @field_validator("inputs")

@@ -174,7 +174,7 @@ class Budgets:
         reservation_ttl: timedelta = DEFAULT_RESERVATION_TTL,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self._sessions = sessions
+        self.sessions = sessions
         self._ttl = reservation_ttl
         self._clock = clock
 
@@ -197,7 +197,7 @@ class Budgets:
             holds=(),
             expires_at=now + self._ttl,
         )
-        async with self._sessions.begin() as session:
+        async with self.sessions.begin() as session:
             budgets = await applicable_budgets(session, tenant_id, feature, api_key_id)
             if not budgets:
                 return reservation
@@ -256,7 +256,7 @@ class Budgets:
         if not reservation.holds:
             return []
         crossings: list[ThresholdCrossing] = []
-        async with self._sessions.begin() as session:
+        async with self.sessions.begin() as session:
             held, _ = await take_reservations(session, BudgetReservation.id == reservation.id)
             keys = [(hold.budget_id, hold.period_start) for hold in reservation.holds]
             usage = await lock_usage(session, keys)
@@ -295,7 +295,7 @@ class Budgets:
         """Drop a reservation whose call cost nothing (it failed before any tokens)."""
         if not reservation.holds:
             return
-        async with self._sessions.begin() as session:
+        async with self.sessions.begin() as session:
             held, _ = await take_reservations(session, BudgetReservation.id == reservation.id)
             for key, row in (await lock_usage(session, held)).items():
                 unreserve(row, held[key])
@@ -304,7 +304,7 @@ class Budgets:
         """Release reservations past their expiry; returns how many were released."""
         released = 0
         while True:
-            async with self._sessions.begin() as session:
+            async with self.sessions.begin() as session:
                 due = select(BudgetReservation.id).where(
                     BudgetReservation.expires_at <= self._clock()
                 )

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import math
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from core.crypto import KeyRing
 from core.errors import SettingsError
 from core.gateway.admission import Admission
 from core.gateway.admission_memory import InProcessAdmission
+from core.gateway.budgets import Budgets
+from core.gateway.call_audit import CallAuditLog
 from core.gateway.catalog import Catalog, RateLimits
 from core.gateway.gateway import Gateway
+from core.gateway.governance import Governance
 from core.gateway.records import Recorder
 from core.gateway.response_cache import MemoryResponseCache, ResponseCache
 from core.gateway.routing import RoutingTable
@@ -70,7 +75,9 @@ def build_gateway(
     *,
     catalog: Catalog | None = None,
     upstream: Upstream | None = None,
+    keyring: KeyRing | None = None,
 ) -> Gateway:
+    """The gateway; ``keyring`` seals the call audit log (no audit log without one)."""
     config = settings.gateway
     catalog = catalog or Catalog.load(config.catalog_file)
     routing = RoutingTable.build(
@@ -110,4 +117,13 @@ def build_gateway(
         recorder=Recorder(sessions),
         telemetry=GatewayTelemetry(metrics),
         response_cache=cache,
+        governance=Governance(
+            policy=config.redaction,
+            tenant_policies=config.tenant_redaction,
+            catalog=catalog,
+            budgets=Budgets(sessions) if config.budgets else None,
+        ),
+        call_audit=CallAuditLog(sessions, keyring, timedelta(days=config.audit_retention_days))
+        if config.audit and keyring is not None
+        else None,
     )

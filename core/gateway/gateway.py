@@ -14,7 +14,7 @@ import asyncio
 import hashlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -25,9 +25,14 @@ from core.db.types import new_id
 from core.gateway import accounting
 from core.gateway.admission import Admission, Priority
 from core.gateway.attempts import Attempted, T, fill_attempt_usage, with_admission_and_retry
+from core.gateway.budgets import Reservation
+from core.gateway.call_audit import CallAuditLog
+from core.gateway.calls import CallOptions, Completion
 from core.gateway.catalog import Catalog, ModelInfo
+from core.gateway.governance import Governance
 from core.gateway.prepare import Prepared, prepare
 from core.gateway.records import CallRecord, Recorder
+from core.gateway.redaction import RedactionPolicy
 from core.gateway.response_cache import ResponseCache
 from core.gateway.routing import Route, RoutingTable
 from core.gateway.singleflight import SingleFlight, StreamFlight
@@ -42,37 +47,6 @@ PICO = Decimal(10) ** 12
 
 def picodollars(amount: Decimal) -> int:
     return int((amount * PICO).to_integral_value())
-
-
-@dataclass(frozen=True)
-class CallOptions:
-    """Who is calling and how; everything a gateway step needs besides the body."""
-
-    tenant_id: str
-    trace_id: str
-    feature: str = "api"
-    api_key_id: str | None = None
-    task: str | None = None
-    priority: Priority = Priority.INTERACTIVE
-    headers: Mapping[str, str] = field(default_factory=dict)
-    dedup: bool = True
-    cache_response: bool = False  # opt in to the response cache beyond temperature-0 calls
-    no_cache: bool = False  # opt out of dedup and the response cache altogether
-    compress: bool | None = None
-    deadline_seconds: float | None = None
-    validate: Callable[[Mapping[str, Any]], bool] | None = None
-
-
-@dataclass
-class Completion:
-    status: int
-    body: bytes
-    record: CallRecord
-    upstream_request_id: str | None = None
-
-    def message(self) -> dict[str, Any]:
-        parsed: dict[str, Any] = orjson.loads(self.body)
-        return parsed
 
 
 @dataclass(frozen=True)
@@ -94,6 +68,8 @@ class Gateway:
         recorder: Recorder,
         telemetry: GatewayTelemetry,
         response_cache: ResponseCache | None = None,
+        governance: Governance | None = None,
+        call_audit: CallAuditLog | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
@@ -104,6 +80,10 @@ class Gateway:
         self.recorder = recorder
         self.telemetry = telemetry
         self.response_cache = response_cache if settings.response_cache_seconds > 0 else None
+        self.governance = governance or Governance(
+            policy=RedactionPolicy(), tenant_policies={}, catalog=catalog, budgets=None
+        )
+        self.call_audit = call_audit
         self.naive_model = catalog.get(settings.naive_model)
         self.retry_policy = RetryPolicy(
             max_attempts=settings.max_retries + 1, initial=0.5, maximum=20.0
@@ -220,13 +200,24 @@ class Gateway:
             record.error_type = str(getattr(exc, "problem_type", type(exc).__name__))
         self.finish(record, started)
 
+    def audit(self, record: CallRecord, request: Mapping[str, Any], response: bytes | None) -> None:
+        """Hand what went upstream (redacted) and the answer as received (JSON, not
+        restored) to the encrypted call audit log, if it is on; only buffers."""
+        if self.call_audit is not None:
+            self.call_audit.submit(record, request, response)
+
     # ---------------------------------------------------------------- complete
 
     async def complete(self, body: Mapping[str, Any], options: CallOptions) -> Completion:
         started = self._clock()
+        body, redactor = await self.governance.redact(body, options.tenant_id, options.data_policy)
         prepared = self._prepare(body, options)
         record = self._new_record(body, options, prepared, stream=False)
+        record.redactions = redactor.counts() if redactor is not None else {}
+        reservation: Reservation | None = None
+        sent = prepared.body
         try:
+            reservation = await self._reserve(prepared, options)
             completion = await self._complete_once(prepared, options, record, started)
             if options.validate is not None and not options.validate(completion.message()):
                 # One retry of an answer that failed validation, one tier up (counted).
@@ -235,12 +226,22 @@ class Gateway:
                     record.escalated = True
                     record.model = higher.model
                     retry = self._prepare(body, options, route_override=higher)
+                    sent = retry.body
                     completion = await self._complete_once(retry, options, record, started)
         except BaseException as exc:
             self.fail(record, started, exc)
+            self.audit(record, sent, None)
+            await self.governance.settle(reservation, record.cost_picodollars)
             raise
         self.finish(record, started)
-        return completion
+        self.audit(record, sent, completion.body)
+        await self.governance.settle(reservation, record.cost_picodollars)
+        return completion.restored(redactor)
+
+    async def _reserve(self, prepared: Prepared, options: CallOptions) -> Reservation | None:
+        return await self.governance.reserve(
+            prepared, options.tenant_id, options.feature, options.api_key_id
+        )
 
     async def _complete_once(
         self,
@@ -311,16 +312,22 @@ class Gateway:
         (each reader gets every byte from the start); only the first is charged.
         """
         started = self._clock()
+        body, redactor = await self.governance.redact(body, options.tenant_id, options.data_policy)
         prepared = self._prepare(body, options)
         record = self._new_record(body, options, prepared, stream=True)
+        record.redactions = redactor.counts() if redactor is not None else {}
+        reservation: Reservation | None = None
         try:
+            reservation = await self._reserve(prepared, options)
             use_cache = prepared.cacheable and not options.no_cache
             if use_cache and self.response_cache is not None:
                 cached = await self.response_cache.get(prepared.fingerprint)
                 if cached is not None:
                     record.cache_hit = True
                     completion = self._settle(prepared, record, cached, None, charged=False)
-                    return replay_stream(self, completion, started)
+                    self.audit(record, prepared.body, completion.body)
+                    await self.governance.settle(reservation, 0)  # a cache hit costs nothing
+                    return replay_stream(self, completion.restored(redactor), started)
             opened: list[Attempted[UpstreamStream]] = []
 
             async def upstream_bytes() -> AsyncIterator[bytes]:
@@ -347,10 +354,21 @@ class Gateway:
             await source.open()  # the first bytes, or the error that came instead
         except BaseException as exc:
             self.fail(record, started, exc)
+            self.audit(record, prepared.body, None)
+            await self.governance.settle(reservation, record.cost_picodollars)
             raise
         record.dedup_hit = source.follower
         cache = self.response_cache if use_cache and not source.follower else None
-        return GatewayStream(self, prepared, record, source, started, cache)
+        return GatewayStream(
+            self,
+            prepared,
+            record,
+            source,
+            started,
+            cache,
+            redactor=redactor,
+            reservation=reservation,
+        )
 
     # ------------------------------------------------------------ count_tokens
 
@@ -365,6 +383,8 @@ class Gateway:
         )
 
     async def aclose(self) -> None:
+        if self.call_audit is not None:
+            await self.call_audit.aclose()
         await self.recorder.aclose()
         await self.admission.aclose()
         await self.upstream.aclose()

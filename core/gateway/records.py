@@ -167,6 +167,7 @@ class CallRecord:
     breakpoints_added: int = 0
     compression_tokens_saved: int = 0
     response_hash: str | None = None
+    redactions: dict[str, int] = field(default_factory=dict)  # per data class, never values
     attempts: list[AttemptRecord] = field(default_factory=list)
 
     @property

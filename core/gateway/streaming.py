@@ -18,15 +18,26 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from core.gateway.sse import SSEParser, StreamError, StreamState, encode_event, message_to_events
+from core.gateway.redaction import StreamRestorer
+from core.gateway.sse import (
+    SSEEvent,
+    SSEParser,
+    StreamError,
+    StreamState,
+    encode_event,
+    message_to_events,
+)
 from core.gateway.upstream import UpstreamError, UpstreamStream
 
 if TYPE_CHECKING:
     from core.gateway.admission import Permit
     from core.gateway.attempts import Attempted
-    from core.gateway.gateway import Completion, Gateway
+    from core.gateway.budgets import Reservation
+    from core.gateway.calls import Completion
+    from core.gateway.gateway import Gateway
     from core.gateway.prepare import Prepared
     from core.gateway.records import CallRecord
+    from core.gateway.redaction import Redactor
     from core.gateway.response_cache import ResponseCache
     from core.gateway.singleflight import Subscription
 
@@ -106,6 +117,9 @@ class GatewayStream:
         source: StreamSource | None,
         started: float,
         cache: ResponseCache | None,
+        *,
+        redactor: Redactor | None = None,
+        reservation: Reservation | None = None,
     ) -> None:
         self._gateway = gateway
         self._prepared = prepared
@@ -114,6 +128,11 @@ class GatewayStream:
         self._started = started
         self._cache = cache
         self._iterated = False
+        # With redacted values in the request, events are re-encoded with the originals put
+        # back (a placeholder split across deltas is held until it is whole); else the
+        # upstream's bytes pass through untouched.
+        self._restorer = StreamRestorer(redactor) if redactor is not None else None
+        self._reservation = reservation
 
     @property
     def upstream_request_id(self) -> str | None:
@@ -137,12 +156,23 @@ class GatewayStream:
         parser = SSEParser()
         state = StreamState()
         finished = False
+        restorer = self._restorer
         try:
             async for chunk in self._source:
+                restored: list[bytes] = []
                 for event in parser.feed(chunk):
                     if state.consume(event) and self.record.ttft_ms is None:
                         self.record.ttft_ms = (clock() - self._started) * 1000
-                yield chunk
+                    if restorer is not None:
+                        restored.extend(_restore_event(restorer, event))
+                if restorer is None:
+                    yield chunk
+                elif restored:
+                    yield b"".join(restored)
+            if restorer is not None:
+                held = [encode_event(e["type"], e) for e in restorer.flush()]
+                if held:
+                    yield b"".join(held)
             finished = True
         except UpstreamError as exc:
             state.error = StreamError("api_error", str(exc))
@@ -192,6 +222,23 @@ class GatewayStream:
                 self._prepared.fingerprint, message, gateway.settings.response_cache_seconds
             )
         gateway.finish(record, self._started)
+        # The answer as assembled from the upstream's events (redacted, as it came back);
+        # none if not even its start arrived.
+        gateway.audit(
+            record, self._prepared.body, message if state.message_id is not None else None
+        )
+        await gateway.governance.settle(self._reservation, record.cost_picodollars)
+
+
+def _restore_event(restorer: StreamRestorer, event: SSEEvent) -> list[bytes]:
+    """The event re-encoded with originals back in its deltas (possibly held, or several)."""
+    try:
+        payload = orjson.loads(event.data)
+    except orjson.JSONDecodeError:
+        return [b"event: " + event.event.encode() + b"\ndata: " + event.data + b"\n\n"]
+    if not isinstance(payload, dict):
+        return [encode_event(event.event, {"value": payload})]
+    return [encode_event(str(out.get("type", event.event)), out) for out in restorer.feed(payload)]
 
 
 class ReplayedStream(GatewayStream):

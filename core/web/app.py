@@ -33,6 +33,8 @@ from core.web import problems
 from core.web.docs import install_docs
 from core.web.limits import BodyLimitMiddleware
 from core.web.routers import (
+    budgets,
+    call_audit,
     connections,
     flows,
     health,
@@ -150,7 +152,7 @@ def create_app(services: Services) -> FastAPI:
     problems.install_problem_handlers(app)
     for module in (health, metrics, hooks, problems, messages):
         app.include_router(module.router)
-    for module in (jobs, connections, flows, subscriptions, usage):
+    for module in (jobs, connections, flows, budgets, subscriptions, usage, call_audit):
         app.include_router(module.router, responses=problems.API_PROBLEMS)
 
     # Added innermost first: the request context must wrap the body limit's 413s.

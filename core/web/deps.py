@@ -75,6 +75,14 @@ def _presented_key(bearer: HTTPAuthorizationCredentials | None, api_key: str | N
     raise Unauthenticated("send the API key as `Authorization: Bearer KEY` or `x-api-key: KEY`")
 
 
+def _holding(principal: Principal, allowed: set[Role]) -> Principal:
+    structlog.contextvars.bind_contextvars(tenant=principal.tenant_id)
+    if principal.role not in allowed:
+        needed = " or ".join(sorted(role.value for role in allowed))
+        raise Forbidden(f"this needs the {needed} role; the key has {principal.role.value}")
+    return principal
+
+
 def require(*roles: Role) -> Callable[..., Awaitable[Principal]]:
     """Dependency: the authenticated caller, who must hold one of ``roles``."""
     allowed = set(roles)
@@ -85,11 +93,24 @@ def require(*roles: Role) -> Callable[..., Awaitable[Principal]]:
         api_key: Annotated[str | None, Depends(_api_key_header)],
     ) -> Principal:
         principal = await authenticate(session, _presented_key(bearer, api_key))
-        structlog.contextvars.bind_contextvars(tenant=principal.tenant_id)
-        if principal.role not in allowed:
-            needed = " or ".join(sorted(role.value for role in allowed))
-            raise Forbidden(f"this needs the {needed} role; the key has {principal.role.value}")
-        return principal
+        return _holding(principal, allowed)
+
+    return dependency
+
+
+def require_without_transaction(*roles: Role) -> Callable[..., Awaitable[Principal]]:
+    """Like :func:`require`, for routes that call Claude: the key is checked through the key
+    cache, so no request transaction is held open (on SQLite it would hold the write lock,
+    and block every writer, for as long as the call takes)."""
+    allowed = set(roles)
+
+    async def dependency(
+        services: ServicesDep,
+        bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+        api_key: Annotated[str | None, Depends(_api_key_header)],
+    ) -> Principal:
+        principal = await services.keys.authenticate(_presented_key(bearer, api_key))
+        return _holding(principal, allowed)
 
     return dependency
 

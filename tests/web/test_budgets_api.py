@@ -4,26 +4,14 @@ standing, and tenant isolation."""
 from __future__ import annotations
 
 import httpx
-import pytest
-from fastapi import FastAPI
 from sqlalchemy import select
 
 from core.db.models import AuditEntry, Role
 from core.gateway.budgets import Budgets
 from core.services import Services
-from core.web import problems
-from core.web.app import create_app
-from core.web.routers import budgets as budgets_router
 from tests.web.support import TenantKeys, assert_problem
 
 USD = 10**12
-
-
-@pytest.fixture
-def app(services: Services) -> FastAPI:
-    app = create_app(services)
-    app.include_router(budgets_router.router, responses=problems.API_PROBLEMS)  # until app.py
-    return app
 
 
 async def test_admins_set_budgets_and_everyone_reads_them(

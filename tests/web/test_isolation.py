@@ -21,6 +21,7 @@ from sqlalchemy import func, select, update
 
 from core.db.models import (
     AuditEntry,
+    CallAudit,
     Connection,
     Delivery,
     Event,
@@ -39,6 +40,7 @@ from tests.web.support import (
     enable_flow,
     ticket,
 )
+from tests.web.test_call_audit_api import audited_call
 
 FLOW = "webhook/ticket_updates"
 B_SECRET = "tenant-b-signing-secret-0123456789"
@@ -56,6 +58,7 @@ class World:
     a_dead_job: int
     a_subscription: str
     a_delivery: int
+    a_call: str  # an audited gateway call
     b_connection: str
     b_jobs: list[int]
     b_subscription: str
@@ -118,6 +121,7 @@ async def _build_world(
         a_dead_job=a_jobs[0],
         a_subscription=a_subscription,
         a_delivery=a_delivery,
+        a_call=await audited_call(services, a.id),
         b_connection=b_conn["id"],
         b_jobs=await _jobs_of(services, b_conn["id"]),
         b_subscription=await _subscribe(client, b),
@@ -146,6 +150,7 @@ async def _tenant_state(services: Services, tenant_id: str) -> dict[str, Any]:
             "jobs": await rows(Job.id, Job.status, Job.attempts, Job.run_at),
             "subscriptions": await rows(Subscription.id, Subscription.active, Subscription.url),
             "deliveries": await rows(Delivery.id, Delivery.status, Delivery.attempts),
+            "call_audit": await rows(CallAudit.id, CallAudit.key_id, CallAudit.sealed),
             "audit": await session.scalar(
                 select(func.count())
                 .select_from(AuditEntry)
@@ -239,7 +244,48 @@ async def _dry_run(client: httpx.AsyncClient, world: World) -> None:
     assert_problem(response, 422, "invalid-request")
 
 
+A_BUDGET = {"scope": "tenant", "period": "month", "limit_usd": "25"}
+
+
+async def _create_a_budget(client: httpx.AsyncClient, world: World) -> None:
+    response = await client.put("/v1/budgets", json=A_BUDGET, headers=world.a.headers())
+    assert response.status_code == 200, response.text
+
+
+async def _a_budget(client: httpx.AsyncClient, world: World) -> str:
+    """Tenant A's budget id, read with A's key (created before the walk)."""
+    response = await client.get("/v1/budgets", headers=world.a.headers())
+    (budget,) = response.json()["data"]
+    return str(budget["id"])
+
+
+async def _list_budgets(client: httpx.AsyncClient, world: World) -> None:
+    a_budget = await _a_budget(client, world)
+    response = await client.get("/v1/budgets", headers=world.b.headers())
+    assert response.status_code == 200
+    assert a_budget not in [budget["id"] for budget in response.json()["data"]]
+
+
+async def _put_budget(client: httpx.AsyncClient, world: World) -> None:
+    a_budget = await _a_budget(client, world)
+    body = {**A_BUDGET, "limit_usd": "1"}
+    response = await client.put("/v1/budgets", json=body, headers=world.b.headers())
+    assert response.status_code == 200
+    assert response.json()["id"] != a_budget  # B's own budget, A's untouched
+    listed = await client.get("/v1/budgets", headers=world.a.headers())
+    assert [b["limit_usd"] for b in listed.json()["data"]] == [25.0]
+
+
+async def _delete_budget(client: httpx.AsyncClient, world: World) -> None:
+    a_budget = await _a_budget(client, world)
+    response = await client.delete(f"/v1/budgets/{a_budget}", headers=world.b.headers())
+    assert_problem(response, 404, "not-found")
+
+
 WALK: dict[tuple[str, str], Probe] = {
+    ("GET", "/v1/budgets"): _list_budgets,
+    ("PUT", "/v1/budgets"): _put_budget,
+    ("DELETE", "/v1/budgets/{budget_id}"): _delete_budget,
     ("GET", "/v1/usage"): _usage,
     ("GET", "/v1/flows"): _list_flows,
     ("GET", "/v1/flows/{flow:path}"): _get_flow,
@@ -272,6 +318,9 @@ WALK: dict[tuple[str, str], Probe] = {
     ),
     ("POST", "/v1/deliveries/{delivery_id}/replay"): _not_found(
         "POST", lambda w: f"/v1/deliveries/{w.a_delivery}/replay"
+    ),
+    ("POST", "/v1/calls/{request_id}/audit"): _not_found(
+        "POST", lambda w: f"/v1/calls/{w.a_call}/audit", {"reason": "probing tenant isolation"}
     ),
 }
 
@@ -308,6 +357,7 @@ async def test_tenant_b_cannot_see_or_touch_tenant_a_on_any_route(
     tenant_b: TenantKeys,
 ) -> None:
     world = await _build_world(client, services, tenant_a, tenant_b)
+    await _create_a_budget(client, world)
     before = await _tenant_state(services, tenant_a.id)
     assert before["jobs"]
     assert before["subscriptions"]
@@ -340,6 +390,7 @@ async def test_another_tenants_signature_cannot_feed_a_connection(
 ) -> None:
     """Hooks carry no API key: B's connection secret must not authenticate A's hook URL."""
     world = await _build_world(client, services, tenant_a, tenant_b)
+    await _create_a_budget(client, world)
     before = await _tenant_state(services, tenant_a.id)
 
     response = await deliver(client, world.a_connection, body_of(ticket("forged")), secret=B_SECRET)

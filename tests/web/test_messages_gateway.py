@@ -20,8 +20,9 @@ from sqlalchemy import select
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from connectors.registry import ConnectorRegistry
-from core.db.models import GatewayRequest, Role
+from core.db.models import BudgetPeriod, BudgetScope, GatewayRequest, Role
 from core.gateway import accounting
+from core.gateway.budget_store import put_budget
 from core.gateway.catalog import Catalog, RateLimits
 from core.sandbox import SandboxServer
 from core.sandbox.anthropic import AnthropicSandbox, Faults
@@ -419,6 +420,29 @@ async def test_errors_come_back_in_the_anthropic_shape(
     )
     with pytest.raises(anthropic.AuthenticationError):
         await stranger.messages.create(model="claude-haiku-5-5", **ask("x"))
+    # Data policy: a credential in the prompt is refused before anything goes upstream.
+    with pytest.raises(anthropic.BadRequestError) as blocked:
+        await acme.client.messages.create(
+            model="claude-haiku-5-5", **ask("deploy with key AKIAIOSFODNN7EXAMPLE please")
+        )
+    assert blocked.value.body["error"]["switchyard_problem"] == "/problems/data-blocked"  # type: ignore[index]
+    assert "AKIA" not in str(blocked.value.body)
+    # An exhausted budget is 402, which the SDK does not retry.
+    async with services.sessions.begin() as session:
+        await put_budget(
+            session,
+            tenant_id=acme.id,
+            scope=BudgetScope.TENANT,
+            scope_value=None,
+            period=BudgetPeriod.DAY,
+            limit_picodollars=0,
+        )
+    services.gateway.governance.forget_budgets(acme.id)
+    with pytest.raises(anthropic.APIStatusError) as broke:
+        await acme.client.messages.create(model="claude-haiku-5-5", **ask("x"))
+    assert broke.value.status_code == 402
+    assert broke.value.body["error"]["type"] == "billing_error"  # type: ignore[index]
+    assert broke.value.body["error"]["switchyard_problem"] == "/problems/budget-exhausted"  # type: ignore[index]
 
 
 async def test_count_tokens_routes_auto_models(

@@ -20,7 +20,7 @@ from core.auth import Principal
 from core.db.models import BudgetPeriod, BudgetScope, Role
 from core.gateway import budget_store
 from core.gateway.budget_store import PICO, BudgetStatus, usd
-from core.web.deps import ANY_ROLE, SessionDep, require
+from core.web.deps import ANY_ROLE, ServicesDep, SessionDep, require
 
 router = APIRouter(prefix="/v1/budgets", tags=["budgets"])
 
@@ -98,7 +98,10 @@ async def list_budgets(principal: Reader, session: SessionDep) -> BudgetList:
 
 
 @router.put("", response_model=BudgetOut, summary="Create or change a budget")
-async def put_budget(body: BudgetIn, principal: AdminDep, session: SessionDep) -> BudgetOut:
+async def put_budget(
+    body: BudgetIn, principal: AdminDep, session: SessionDep, services: ServicesDep
+) -> BudgetOut:
+    services.gateway.governance.forget_budgets(principal.tenant_id)  # enforced from now on
     row, before = await budget_store.put_budget(
         session,
         tenant_id=principal.tenant_id,
@@ -123,8 +126,11 @@ async def put_budget(body: BudgetIn, principal: AdminDep, session: SessionDep) -
 
 
 @router.delete("/{budget_id}", status_code=204, summary="Delete a budget")
-async def delete_budget(budget_id: str, principal: AdminDep, session: SessionDep) -> Response:
+async def delete_budget(
+    budget_id: str, principal: AdminDep, session: SessionDep, services: ServicesDep
+) -> Response:
     row = await budget_store.delete_budget(session, budget_id, principal.tenant_id)
+    services.gateway.governance.forget_budgets(principal.tenant_id)
     await audit.record(
         session,
         tenant_id=principal.tenant_id,

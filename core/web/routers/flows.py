@@ -23,12 +23,13 @@ from core.errors import NotFound
 from core.flows.catalog import FlowEntry
 from core.flows.dryrun import dry_run
 from core.flows.spec import ReviewWhen
-from core.web.deps import ANY_ROLE, ServicesDep, require
+from core.web.deps import ANY_ROLE, ServicesDep, require, require_without_transaction
 
 router = APIRouter(prefix="/v1/flows", tags=["flows"])
 
 Reader = Annotated[Principal, Depends(require(*ANY_ROLE))]
-Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
+# A dry run waits for Claude: authenticated without holding a request transaction.
+DryRunner = Annotated[Principal, Depends(require_without_transaction(Role.ADMIN))]
 
 
 class ProblemOut(BaseModel):
@@ -117,7 +118,7 @@ async def list_flows(services: ServicesDep, principal: Reader) -> FlowList:
 
 @router.post("/{flow:path}/test", summary="Dry run: one record through a flow, nothing written")
 async def test_flow(
-    flow: str, body: DryRunIn, services: ServicesDep, principal: Admin
+    flow: str, body: DryRunIn, services: ServicesDep, principal: DryRunner
 ) -> DryRunOut:
     _entry(services, flow)
     run = await dry_run(

@@ -29,7 +29,8 @@ from core.auth import Principal
 from core.db.models import Role
 from core.errors import Forbidden, InvalidRequest, SwitchyardError, Unauthenticated
 from core.gateway.admission import Priority
-from core.gateway.gateway import CallOptions, Gateway
+from core.gateway.calls import CallOptions
+from core.gateway.gateway import Gateway
 from core.gateway.records import CallRecord
 from core.gateway.streaming import MEDIA_TYPE as SSE_MEDIA_TYPE
 from core.gateway.streaming import GatewayStream

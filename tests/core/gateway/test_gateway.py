@@ -15,7 +15,8 @@ from sqlalchemy import select
 from core.auth import create_tenant
 from core.db.models import GatewayRequest, UpstreamCall
 from core.gateway.admission import Priority
-from core.gateway.gateway import CallOptions, Gateway
+from core.gateway.calls import CallOptions
+from core.gateway.gateway import Gateway
 from core.gateway.telemetry import GatewayTelemetry
 from core.sandbox import SandboxServer
 from core.sandbox.anthropic import AnthropicSandbox, Faults

@@ -1,0 +1,42 @@
+"""Periodic chores that keep stored state bounded and honest, run by every worker.
+
+Each chore is safe to run from any number of workers at once (row-level deletes and
+compare-and-set updates), so there is no leader to elect:
+
+* release budget reservations whose call never settled (a crashed process's), so a budget
+  is not held hostage by calls that will never finish;
+* delete audited calls past their retention.
+
+Errors are logged and the chore runs again at the next tick.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from core.logging import get_logger
+
+if TYPE_CHECKING:
+    from core.services import Services
+
+log = get_logger("switchyard.housekeeping")
+
+
+async def housekeep(services: Services) -> dict[str, int]:
+    """Run every chore once; returns what each one did."""
+    done: dict[str, int] = {}
+    budgets = services.gateway.governance.budgets
+    if budgets is not None:
+        try:
+            done["budget_reservations_released"] = await budgets.sweep()
+        except Exception:
+            log.exception("releasing expired budget reservations failed; next tick retries")
+    call_audit = services.gateway.call_audit
+    if call_audit is not None:
+        try:
+            done["call_audit_purged"] = await call_audit.purge_expired()
+        except Exception:
+            log.exception("purging expired call audits failed; next tick retries")
+    if any(done.values()):
+        log.info("housekeeping", **done)
+    return done
