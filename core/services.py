@@ -64,6 +64,7 @@ def build_services(
     engine = make_engine(settings.database_url, pool_size=max(5, settings.worker_concurrency))
     keyring = load_keyring(settings)
     sessions = make_sessionmaker(engine)
+    reads = make_read_sessionmaker(engine)  # lookups on hot paths: no write lock on SQLite
     catalog = flows if flows is not None else FlowCatalog.load(settings.mappings_dir)
     metrics = metrics or Metrics()
     return Services(
@@ -81,6 +82,7 @@ def build_services(
         # SQLite has one writer, so one transaction at a time; PostgreSQL overlaps two.
         ingest=IngestWriter(sessions, catalog, flushers=1 if settings.is_embedded else 2),
         http=httpx.AsyncClient(timeout=settings.callback_timeout_seconds, follow_redirects=False),
-        gateway=gateway or build_gateway(settings, sessions, metrics, keyring=keyring),
-        keys=KeyCache(make_read_sessionmaker(engine), settings.gateway.auth_cache_seconds),
+        gateway=gateway
+        or build_gateway(settings, sessions, metrics, keyring=keyring, read_sessions=reads),
+        keys=KeyCache(reads, settings.gateway.auth_cache_seconds),
     )

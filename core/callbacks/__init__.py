@@ -15,9 +15,12 @@ The path, and why it is shaped so:
    answer, or a refused destination, is terminal. When the decision is final the handler
    marks the delivery ``dead``; a delivery job that dies because its worker vanished is
    buried by the listener instead. :func:`replay_delivery` sends a dead one again.
+
+Events that are not about a job (a budget's soft threshold) go through :func:`notify` the
+same way, in the transaction that records them.
 """
 
-from core.callbacks.listener import job_snapshot, make_finish_listener, on_job_finished
+from core.callbacks.listener import job_snapshot, make_finish_listener, notify, on_job_finished
 from core.callbacks.sender import (
     DELIVERY_HEADER,
     EVENT_HEADER,
@@ -65,6 +68,7 @@ __all__ = [
     "list_deliveries",
     "list_subscriptions",
     "make_finish_listener",
+    "notify",
     "on_job_finished",
     "open_secret",
     "replay_delivery",

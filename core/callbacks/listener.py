@@ -66,45 +66,67 @@ def make_finish_listener(silent_kinds: Iterable[str] = ()) -> FinishListener:
         event_type = EVENT_FOR_STATUS.get(JobStatus(job.status))
         if event_type is None:
             return
-        rows = await session.scalars(
-            select(Subscription)
-            .where(Subscription.tenant_id == job.tenant_id, Subscription.active.is_(True))
-            .order_by(Subscription.created_at, Subscription.id)
+        await notify(
+            session,
+            tenant_id=job.tenant_id,
+            event_type=event_type.value,
+            data={"job": job_snapshot(job)},
+            job_id=job.id,
+            trace_id=job.trace_id,
         )
-        targets = [sub for sub in rows if event_type.value in sub.events]
-        if not targets:
-            return
-        now = utcnow()
-        deliveries = [
-            Delivery(
-                tenant_id=job.tenant_id,
-                subscription_id=sub.id,
-                job_id=job.id,
-                event_type=event_type.value,
-                payload={},
-                status=DeliveryStatus.PENDING.value,
-                attempts=0,
-                created_at=now,
-            )
-            for sub in targets
-        ]
-        session.add_all(deliveries)
-        await session.flush()  # assigns ids, which the bodies carry
-        snapshot = job_snapshot(job)
-        for delivery in deliveries:
-            delivery.payload = {
-                "id": delivery.id,
-                "type": event_type.value,
-                "created_at": now.isoformat(),
-                "delivered_for": {
-                    "tenant_id": delivery.tenant_id,
-                    "subscription_id": delivery.subscription_id,
-                },
-                "job": snapshot,
-            }
-        await enqueue(session, [deliver_job(d, job.trace_id) for d in deliveries])
 
     return listener
 
 
 on_job_finished: FinishListener = make_finish_listener()
+
+
+async def notify(
+    session: AsyncSession,
+    *,
+    tenant_id: str,
+    event_type: str,
+    data: dict[str, Any],
+    job_id: int | None = None,
+    trace_id: str | None = None,
+) -> int:
+    """One delivery (and its sender job) per active subscription of ``tenant_id`` to
+    ``event_type``, in the caller's transaction; returns how many. The body is
+    ``{"id", "type", "created_at", "delivered_for", **data}``."""
+    rows = await session.scalars(
+        select(Subscription)
+        .where(Subscription.tenant_id == tenant_id, Subscription.active.is_(True))
+        .order_by(Subscription.created_at, Subscription.id)
+    )
+    targets = [sub for sub in rows if event_type in sub.events]
+    if not targets:
+        return 0
+    now = utcnow()
+    deliveries = [
+        Delivery(
+            tenant_id=tenant_id,
+            subscription_id=sub.id,
+            job_id=job_id,
+            event_type=event_type,
+            payload={},
+            status=DeliveryStatus.PENDING.value,
+            attempts=0,
+            created_at=now,
+        )
+        for sub in targets
+    ]
+    session.add_all(deliveries)
+    await session.flush()  # assigns ids, which the bodies carry
+    for delivery in deliveries:
+        delivery.payload = {
+            "id": delivery.id,
+            "type": event_type,
+            "created_at": now.isoformat(),
+            "delivered_for": {
+                "tenant_id": delivery.tenant_id,
+                "subscription_id": delivery.subscription_id,
+            },
+            **data,
+        }
+    await enqueue(session, [deliver_job(d, trace_id) for d in deliveries])
+    return len(deliveries)

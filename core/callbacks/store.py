@@ -27,6 +27,7 @@ class EventType(enum.StrEnum):
     JOB_DONE = "job.done"
     JOB_DEAD = "job.dead"
     JOB_AWAITING_REVIEW = "job.awaiting_review"
+    BUDGET_THRESHOLD = "budget.threshold"  # a budget's soft threshold reached this period
 
 
 EVENT_FOR_STATUS = {

@@ -27,7 +27,7 @@ charged in the period they were made in, even when settled after it ended.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_CEILING, Decimal
@@ -55,6 +55,8 @@ from core.gateway.budget_store import (
 from core.gateway.catalog import Catalog
 
 DEFAULT_RESERVATION_TTL = timedelta(minutes=15)
+# Writes what crossing soft thresholds should cause, in the settling transaction.
+Announce = Callable[[AsyncSession, "list[ThresholdCrossing]"], Awaitable[None]]
 SWEEP_BATCH = 500
 
 USAGE: Table = BudgetUsage.__table__  # type: ignore[assignment]
@@ -246,11 +248,18 @@ class Budgets:
         )
 
     async def settle(
-        self, reservation: Reservation, actual_picodollars: int
+        self,
+        reservation: Reservation,
+        actual_picodollars: int,
+        *,
+        announce: Announce | None = None,
     ) -> list[ThresholdCrossing]:
         """Charge ``actual_picodollars`` (more or less than reserved) and drop the
         reservation; returns the soft thresholds crossed for the first time this period,
-        now marked announced. Never refuses: the call already happened."""
+        now marked announced. Never refuses: the call already happened.
+
+        ``announce`` runs in the same transaction with the crossings (to write their
+        callbacks), so a threshold is marked announced exactly when its callback exists."""
         if actual_picodollars < 0:
             raise ValueError("a call cannot cost less than nothing")
         if not reservation.holds:
@@ -289,6 +298,8 @@ class Budgets:
                     )
                     for threshold in new
                 )
+            if crossings and announce is not None:
+                await announce(session, crossings)
         return crossings
 
     async def release(self, reservation: Reservation) -> None:

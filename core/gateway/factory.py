@@ -76,8 +76,10 @@ def build_gateway(
     catalog: Catalog | None = None,
     upstream: Upstream | None = None,
     keyring: KeyRing | None = None,
+    read_sessions: async_sessionmaker[AsyncSession] | None = None,
 ) -> Gateway:
-    """The gateway; ``keyring`` seals the call audit log (no audit log without one)."""
+    """The gateway; ``keyring`` seals the call audit log (no audit log without one);
+    ``read_sessions`` serve lookups on the request path without a write lock."""
     config = settings.gateway
     catalog = catalog or Catalog.load(config.catalog_file)
     routing = RoutingTable.build(
@@ -122,6 +124,7 @@ def build_gateway(
             tenant_policies=config.tenant_redaction,
             catalog=catalog,
             budgets=Budgets(sessions) if config.budgets else None,
+            read_sessions=read_sessions,
         ),
         call_audit=CallAuditLog(sessions, keyring, timedelta(days=config.audit_retention_days))
         if config.audit and keyring is not None

@@ -9,7 +9,8 @@
    ``max_tokens`` at list price) is reserved on every applicable budget, or the call is
    refused with 402 ``budget-exhausted`` before admission; the real cost is settled after.
    Whether a tenant has any budget is remembered for a few seconds, so tenants without
-   budgets (most calls) cost no database round trip.
+   budgets (most calls) cost no database round trip. A soft threshold crossed for the
+   first time in a period sends a ``budget.threshold`` callback to the tenant's subscribers.
 
 Budget settling never fails a call that already happened: errors are logged, and the
 reservation expires and is swept.
@@ -23,9 +24,16 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.db.models import Budget
-from core.gateway.budgets import Budgets, Reservation, worst_case_picodollars
+from core.gateway.budgets import (
+    Budgets,
+    Reservation,
+    ThresholdCrossing,
+    threshold_event,
+    worst_case_picodollars,
+)
 from core.gateway.catalog import Catalog
 from core.gateway.prepare import Prepared
 from core.gateway.redaction import RedactionPolicy, Redactor, apply
@@ -46,6 +54,22 @@ def _text_size(body: Mapping[str, Any]) -> int:
     return size
 
 
+async def announce_thresholds(session: AsyncSession, crossings: list[ThresholdCrossing]) -> None:
+    """A ``budget.threshold`` callback per crossing to the tenant's subscribers, written in
+    the transaction that marks the threshold announced (once per period, never lost)."""
+    # Imported here: core.callbacks needs core.services, which builds this gateway.
+    from core.callbacks.listener import notify
+
+    for crossing in crossings:
+        event = threshold_event(crossing)
+        await notify(
+            session,
+            tenant_id=crossing.tenant_id,
+            event_type="budget.threshold",
+            data={"budget_threshold": event},
+        )
+
+
 class Governance:
     def __init__(
         self,
@@ -54,6 +78,7 @@ class Governance:
         tenant_policies: Mapping[str, RedactionPolicy],
         catalog: Catalog,
         budgets: Budgets | None,
+        read_sessions: async_sessionmaker[AsyncSession] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.policy = policy
@@ -62,6 +87,9 @@ class Governance:
         self.budgets = budgets
         self._clock = clock
         self._has_budgets: dict[str, tuple[float, bool]] = {}
+        self._lookups: dict[str, asyncio.Future[bool]] = {}
+        # Reads that take no write lock (SQLite), so the check never waits for writers.
+        self._read_sessions = read_sessions or (budgets.sessions if budgets else None)
 
     # ----------------------------------------------------------------- data policy
 
@@ -90,17 +118,40 @@ class Governance:
         self._has_budgets.pop(tenant_id, None)
 
     async def _tenant_has_budgets(self, tenant_id: str) -> bool:
-        assert self.budgets is not None
+        """Whether ``tenant_id`` has any budget, as of at most a few seconds ago.
+
+        An expired answer is still used while ONE lookup refreshes it: at full call rate a
+        lookup per call (or a stampede of them when the entry expires) would queue every
+        request behind the database.
+        """
         now = self._clock()
         known = self._has_budgets.get(tenant_id)
         if known is not None and now - known[0] < BUDGET_INDEX_SECONDS:
             return known[1]
-        async with self.budgets.sessions() as session:
+        lookup = self._lookups.get(tenant_id)
+        if lookup is None:
+            lookup = asyncio.ensure_future(self._look_up(tenant_id))
+            self._lookups[tenant_id] = lookup
+            lookup.add_done_callback(lambda done: self._looked_up(tenant_id, done))
+        if known is not None:
+            return known[1]
+        return await asyncio.shield(lookup)
+
+    async def _look_up(self, tenant_id: str) -> bool:
+        started = self._clock()
+        sessions = self._read_sessions
+        assert sessions is not None  # only called when budgets (and so sessions) exist
+        async with sessions() as session:
             found = await session.scalar(
                 select(Budget.id).where(Budget.tenant_id == tenant_id).limit(1)
             )
-        self._has_budgets[tenant_id] = (now, found is not None)
+        self._has_budgets[tenant_id] = (started, found is not None)
         return found is not None
+
+    def _looked_up(self, tenant_id: str, done: asyncio.Future[bool]) -> None:
+        self._lookups.pop(tenant_id, None)
+        if not done.cancelled() and done.exception() is not None:
+            log.warning("looking up a tenant's budgets failed", error=str(done.exception()))
 
     async def reserve(
         self, prepared: Prepared, tenant_id: str, feature: str, api_key_id: str | None
@@ -118,7 +169,9 @@ class Governance:
             return
         try:
             if cost_picodollars > 0:
-                crossings = await self.budgets.settle(reservation, cost_picodollars)
+                crossings = await self.budgets.settle(
+                    reservation, cost_picodollars, announce=announce_thresholds
+                )
                 for crossing in crossings:
                     log.warning(
                         "budget threshold reached",

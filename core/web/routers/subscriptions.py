@@ -31,7 +31,8 @@ class SubscriptionIn(BaseModel):
 
     url: str = Field(min_length=1, max_length=2000, description="http(s) URL to POST to.")
     events: list[callbacks.EventType] = Field(
-        min_length=1, description="Job events to send: job.done, job.dead, job.awaiting_review."
+        min_length=1,
+        description="Events to send: job.done, job.dead, job.awaiting_review, budget.threshold.",
     )
 
 
@@ -66,7 +67,7 @@ class SubscriptionList(BaseModel):
 class DeliveryOut(BaseModel):
     id: int
     subscription_id: str
-    job_id: int
+    job_id: int | None
     event_type: str
     status: str
     attempts: int

@@ -8,7 +8,8 @@ import orjson
 import pytest
 from sqlalchemy import select
 
-from core.db.models import BudgetPeriod, BudgetScope, GatewayRequest
+from core.callbacks import create_subscription
+from core.db.models import BudgetPeriod, BudgetScope, Delivery, GatewayRequest, Job
 from core.gateway.admission import Priority
 from core.gateway.budget_store import put_budget
 from core.gateway.budgets import BudgetExhausted, worst_case_picodollars
@@ -124,3 +125,39 @@ async def test_fifty_concurrent_calls_against_a_budget_that_fits_ten(
     # Settled at the real cost (below the worst case): the next call fits again.
     claude.faults = Faults()
     await services.gateway.complete(asking("Classify: one more"), options(tenant_id))
+
+
+async def test_a_soft_threshold_sends_one_callback_per_period(
+    services: Services, tenant_id: str
+) -> None:
+    async with services.sessions.begin() as session:
+        subscription, _ = await create_subscription(
+            session,
+            tenant_id=tenant_id,
+            url="http://127.0.0.1:9/budget-hook",
+            events=["budget.threshold"],
+            services=services,
+        )
+        await put_budget(
+            session,
+            tenant_id=tenant_id,
+            scope=BudgetScope.TENANT,
+            scope_value=None,
+            period=BudgetPeriod.MONTH,
+            limit_picodollars=10**12,  # $1: the worst case of a small call fits many times
+            soft_thresholds=[0.000001],  # crossed by the first call's real cost
+        )
+    for n in range(2):
+        await services.gateway.complete(asking(f"Classify {n}"), options(tenant_id))
+    async with services.sessions() as session:
+        deliveries = list(await session.scalars(select(Delivery)))
+        senders = list(await session.scalars(select(Job).where(Job.kind == "callback.deliver")))
+    (delivery,) = deliveries  # once per period, not once per call
+    assert delivery.event_type == "budget.threshold"
+    assert delivery.job_id is None
+    assert delivery.subscription_id == subscription.id
+    event = delivery.payload["budget_threshold"]
+    assert event["threshold"] == 0.000001
+    assert event["budget"]["scope"] == "tenant"
+    assert delivery.payload["type"] == "budget.threshold"
+    assert [job.payload["delivery_id"] for job in senders] == [delivery.id]
