@@ -39,7 +39,7 @@ from core.crypto import DecryptionFailed, KeyRing
 from core.db.models import CallAudit
 from core.db.types import utcnow
 from core.errors import NotFound, TerminalError
-from core.gateway.records import CallRecord, _insert_for
+from core.gateway.records import CallRecord, insert_for
 from core.logging import get_logger
 
 log = get_logger(__name__)
@@ -197,7 +197,7 @@ class CallAuditLog:
     async def _write(self, rows: list[dict[str, Any]]) -> None:
         async with self._sessions.begin() as session:
             connection = await session.connection()
-            await _insert_for(CALL_AUDIT, connection.dialect).execute(connection, rows)
+            await insert_for(CALL_AUDIT, connection.dialect).execute(connection, rows)
 
     async def _write_each(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         kept = []

@@ -92,7 +92,9 @@ class _Insert:
 
 
 @functools.cache
-def _insert_for(table: Table, dialect: Dialect) -> _Insert:
+def insert_for(table: Table, dialect: Dialect) -> _Insert:
+    """The fast INSERT for ``table`` on ``dialect`` (the call records' and the call audit's
+    background writers share it)."""
     columns = [column for column in table.columns if column.autoincrement is not True]
     compiled = table.insert().compile(dialect=dialect, column_keys=[c.key for c in columns])
     by_key = {column.key: column for column in columns}
@@ -262,12 +264,12 @@ class Recorder:
         async with self._sessions.begin() as session:
             connection = await session.connection()
             dialect = connection.dialect
-            await _insert_for(REQUESTS, dialect).execute(
+            await insert_for(REQUESTS, dialect).execute(
                 connection, [record.request_row() for record in batch]
             )
             attempts = [row for record in batch for row in record.attempt_rows()]
             if attempts:
-                await _insert_for(UPSTREAM_CALLS, dialect).execute(connection, attempts)
+                await insert_for(UPSTREAM_CALLS, dialect).execute(connection, attempts)
 
     async def _write_each(self, batch: list[CallRecord]) -> list[CallRecord]:
         kept: list[CallRecord] = []
