@@ -1,0 +1,63 @@
+"""Typed tables. A tenant owns every row below it; API queries always filter by tenant
+(workers, the scheduler and the operator CLI work across tenants).
+
+:mod:`.platform` holds the platform's tables, :mod:`.gateway` the Claude gateway's; both
+register on :class:`Base`'s metadata, which Alembic compares against the migrations.
+"""
+
+from core.db.models.base import NAMING, Base
+from core.db.models.gateway import (
+    Budget,
+    BudgetPeriod,
+    BudgetReservation,
+    BudgetScope,
+    BudgetUsage,
+    CallAudit,
+    GatewayRequest,
+    UpstreamCall,
+)
+from core.db.models.platform import (
+    FINISHED,
+    ApiKey,
+    AuditEntry,
+    Connection,
+    Delivery,
+    Event,
+    FlowEnablement,
+    Job,
+    JobStatus,
+    ReviewItem,
+    ReviewStatus,
+    Role,
+    Subscription,
+    Tenant,
+    User,
+)
+
+__all__ = [
+    "FINISHED",
+    "NAMING",
+    "ApiKey",
+    "AuditEntry",
+    "Base",
+    "Budget",
+    "BudgetPeriod",
+    "BudgetReservation",
+    "BudgetScope",
+    "BudgetUsage",
+    "CallAudit",
+    "Connection",
+    "Delivery",
+    "Event",
+    "FlowEnablement",
+    "GatewayRequest",
+    "Job",
+    "JobStatus",
+    "ReviewItem",
+    "ReviewStatus",
+    "Role",
+    "Subscription",
+    "Tenant",
+    "UpstreamCall",
+    "User",
+]
