@@ -23,8 +23,6 @@ audits every read.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -39,6 +37,7 @@ from core.crypto import DecryptionFailed, KeyRing
 from core.db.models import CallAudit
 from core.db.types import utcnow
 from core.errors import NotFound, TerminalError
+from core.gateway.batching import BatchWriter
 from core.gateway.records import CallRecord, insert_for
 from core.logging import get_logger
 
@@ -78,7 +77,9 @@ class ResealReport:
     unreadable: dict[str, int] = field(default_factory=dict)  # key id → rows left sealed
 
 
-class CallAuditLog:
+class CallAuditLog(BatchWriter[_Pending]):
+    label = "call audit records"
+
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
@@ -89,18 +90,12 @@ class CallAuditLog:
         max_batch: int = 200,
         max_pending: int = 10_000,
     ) -> None:
+        super().__init__(
+            flush_interval=flush_interval, max_batch=max_batch, max_pending=max_pending
+        )
         self._sessions = sessions
         self.keyring = keyring
         self.retention = retention
-        self._flush_interval = flush_interval
-        self._max_batch = max_batch
-        self._pending: deque[_Pending] = deque(maxlen=max_pending)
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
-        self.dropped = 0
-        self._reported_drops = 0
-        self.written = 0
 
     # ------------------------------------------------------------- request path
 
@@ -108,34 +103,13 @@ class CallAuditLog:
         """Buffer one call's request and answer (no I/O, no serializing); never raises."""
         try:
             error = record.error_type if record.status != "ok" else None
-            if len(self._pending) == self._pending.maxlen:
-                self.dropped += 1  # the deque drops the oldest; flush logs the count
-            self._pending.append(
+            self._buffer(
                 _Pending(record.id, record.tenant_id, record.created_at, error, request, response)
             )
-            if self._task is None and not self._closing:
-                self._task = asyncio.get_running_loop().create_task(self._run(), name="call-audit")
-            if len(self._pending) >= self._max_batch:
-                self._wake.set()
         except Exception:
             log.exception("buffering a call for the audit log failed", request_id=record.id)
 
-    def __len__(self) -> int:
-        return len(self._pending)
-
     # --------------------------------------------------------------- background
-
-    async def _run(self) -> None:
-        while not self._closing:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._flush_interval)
-            self._wake.clear()
-            try:
-                await self.flush()
-            except Exception:
-                log.exception("writing the call audit log failed; will retry", pending=len(self))
-                if not self._closing:
-                    await asyncio.sleep(self._flush_interval * 4)
 
     def _seal(self, batch: list[_Pending]) -> list[dict[str, Any]]:
         """Rows for ``batch``: serialized and encrypted (runs on a worker thread). A call
@@ -170,29 +144,17 @@ class CallAuditLog:
             )
         return rows
 
-    async def flush(self) -> int:
-        """Seal and write what is buffered now; returns the rows written."""
-        written = 0
-        due = len(self)
-        while due > 0 and self._pending:
-            batch = [self._pending.popleft() for _ in range(min(self._max_batch, due, len(self)))]
-            due -= len(batch)
-            rows = await asyncio.to_thread(self._seal, batch)
-            self.dropped += len(batch) - len(rows)
-            try:
-                if rows:
-                    await self._write(rows)
-            except (IntegrityError, DataError):
-                rows = await self._write_each(rows)
-            except BaseException:
-                self._pending.extendleft(reversed(batch))  # kept for the next flush
-                raise
-            written += len(rows)
-        self.written += written
-        if self.dropped != self._reported_drops:
-            log.warning("call audit records dropped", dropped=self.dropped)
-            self._reported_drops = self.dropped
-        return written
+    async def write_batch(self, batch: list[_Pending]) -> int:
+        """Seal (on a worker thread) and write one batch; returns the rows written."""
+        rows = await asyncio.to_thread(self._seal, batch)
+        self.dropped += len(batch) - len(rows)
+        if not rows:
+            return 0
+        try:
+            await self._write(rows)
+        except (IntegrityError, DataError):
+            rows = await self._write_each(rows)
+        return len(rows)
 
     async def _write(self, rows: list[dict[str, Any]]) -> None:
         async with self._sessions.begin() as session:
@@ -210,18 +172,6 @@ class CallAuditLog:
             else:
                 kept.append(row)
         return kept
-
-    async def aclose(self) -> None:
-        """Stop the background writer and write what is left."""
-        self._closing = True
-        self._wake.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
-        try:
-            await self.flush()
-        except Exception:
-            log.exception("final write of the call audit log failed", lost=len(self))
 
     # -------------------------------------------------------------- maintenance
 

@@ -9,11 +9,8 @@ that the oldest are dropped and counted) and the next flush tries again.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
 import sqlite3
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,6 +22,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from core.db.models import GatewayRequest, UpstreamCall
+from core.gateway.batching import BatchWriter
 from core.logging import get_logger
 
 log = get_logger(__name__)
@@ -189,7 +187,9 @@ class CallRecord:
         ]
 
 
-class Recorder:
+class Recorder(BatchWriter[CallRecord]):
+    label = "gateway call records"
+
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
@@ -198,67 +198,22 @@ class Recorder:
         max_batch: int = 1000,
         max_pending: int = 200_000,
     ) -> None:
+        super().__init__(
+            flush_interval=flush_interval, max_batch=max_batch, max_pending=max_pending
+        )
         self._sessions = sessions
-        self._flush_interval = flush_interval
-        self._max_batch = max_batch
-        self._pending: deque[CallRecord] = deque(maxlen=max_pending)
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
-        self.dropped = 0
-        self._reported_drops = 0
-        self.written = 0
 
     def submit(self, record: CallRecord) -> None:
-        if len(self._pending) == self._pending.maxlen:
-            self.dropped += 1  # the deque drops the oldest; flush logs the count
-        self._pending.append(record)
-        if self._task is None and not self._closing:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="recorder")
-        if len(self._pending) >= self._max_batch:
-            self._wake.set()
+        self._buffer(record)
 
-    async def _run(self) -> None:
-        while not self._closing:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._flush_interval)
-            self._wake.clear()
-            try:
-                await self.flush()
-            except Exception:
-                log.exception("writing gateway call records failed; will retry", pending=len(self))
-                if not self._closing:
-                    await asyncio.sleep(self._flush_interval * 4)
-
-    def __len__(self) -> int:
-        return len(self._pending)
-
-    async def flush(self) -> int:
-        """Write what is buffered now (not what arrives meanwhile); returns the rows written.
-
-        Records submitted during the write wait for the next flush, so a busy gateway writes
-        few large batches rather than a stream of tiny ones.
-        """
-        written = 0
-        due = len(self)
-        while due > 0 and self._pending:
-            batch = [self._pending.popleft() for _ in range(min(self._max_batch, due, len(self)))]
-            due -= len(batch)
-            try:
-                await self._write(batch)
-            except (IntegrityError, DataError):
-                # A row the database refuses (its tenant was deleted, say) must not block
-                # every row behind it: write one by one and drop only the refused ones.
-                batch = await self._write_each(batch)
-            except BaseException:
-                self._pending.extendleft(reversed(batch))  # kept for the next flush
-                raise
-            written += len(batch)
-        self.written += written
-        if self.dropped != self._reported_drops:
-            log.warning("gateway call records dropped", dropped=self.dropped)
-            self._reported_drops = self.dropped
-        return written
+    async def write_batch(self, batch: list[CallRecord]) -> int:
+        try:
+            await self._write(batch)
+        except (IntegrityError, DataError):
+            # A row the database refuses (its tenant was deleted, say) must not block
+            # every row behind it: write one by one and drop only the refused ones.
+            return len(await self._write_each(batch))
+        return len(batch)
 
     async def _write(self, batch: list[CallRecord]) -> None:
         async with self._sessions.begin() as session:
@@ -282,19 +237,3 @@ class Recorder:
             else:
                 kept.append(record)
         return kept
-
-    async def aclose(self) -> None:
-        """Stop the background writer and write what is left.
-
-        The writer is let finish its current flush rather than cancelled: a cancelled write
-        could leave its transaction (and SQLite's write lock) behind for the final flush.
-        """
-        self._closing = True
-        self._wake.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
-        try:
-            await self.flush()
-        except Exception:
-            log.exception("final write of gateway call records failed", lost=len(self))

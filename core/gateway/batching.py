@@ -1,0 +1,102 @@
+"""A buffer written to the database in batches by a background task, off the request path.
+
+The gateway's call records and its encrypted call audit both follow one shape: the request
+path only appends (no I/O, bounded memory: beyond ``max_pending`` the oldest are dropped
+and counted), and a background task writes what is buffered every ``flush_interval``
+seconds, or at once when ``max_batch`` items wait. A batch that fails to write goes back to
+the front of the buffer for the next flush. Subclasses say how one batch is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from typing import Generic, TypeVar
+
+from core.logging import get_logger
+
+log = get_logger(__name__)
+
+Item = TypeVar("Item")
+
+
+class BatchWriter(Generic[Item]):
+    label = "batch"  # what the log lines and the task call the items
+
+    def __init__(self, *, flush_interval: float, max_batch: int, max_pending: int) -> None:
+        self._flush_interval = flush_interval
+        self._max_batch = max_batch
+        self._pending: deque[Item] = deque(maxlen=max_pending)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.dropped = 0
+        self._reported_drops = 0
+        self.written = 0
+
+    async def write_batch(self, batch: list[Item]) -> int:
+        """Write ``batch``; returns how many were written (the rest counted in dropped)."""
+        raise NotImplementedError
+
+    def _buffer(self, item: Item) -> None:
+        if len(self._pending) == self._pending.maxlen:
+            self.dropped += 1  # the deque drops the oldest; flush logs the count
+        self._pending.append(item)
+        if self._task is None and not self._closing:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=self.label)
+        if len(self._pending) >= self._max_batch:
+            self._wake.set()
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    async def _run(self) -> None:
+        while not self._closing:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._flush_interval)
+            self._wake.clear()
+            try:
+                await self.flush()
+            except Exception:
+                log.exception(f"writing {self.label} failed; will retry", pending=len(self))
+                if not self._closing:
+                    await asyncio.sleep(self._flush_interval * 4)
+
+    async def flush(self) -> int:
+        """Write what is buffered now (not what arrives meanwhile); returns the items written.
+
+        Items submitted during the write wait for the next flush, so a busy gateway writes
+        few large batches rather than a stream of tiny ones.
+        """
+        written = 0
+        due = len(self)
+        while due > 0 and self._pending:
+            batch = [self._pending.popleft() for _ in range(min(self._max_batch, due, len(self)))]
+            due -= len(batch)
+            try:
+                written += await self.write_batch(batch)
+            except BaseException:
+                self._pending.extendleft(reversed(batch))  # kept for the next flush
+                raise
+        self.written += written
+        if self.dropped != self._reported_drops:
+            log.warning(f"{self.label} dropped", dropped=self.dropped)
+            self._reported_drops = self.dropped
+        return written
+
+    async def aclose(self) -> None:
+        """Stop the background writer and write what is left.
+
+        The writer is let finish its current flush rather than cancelled: a cancelled write
+        could leave its transaction (and SQLite's write lock) behind for the final flush.
+        """
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+        try:
+            await self.flush()
+        except Exception:
+            log.exception(f"final write of {self.label} failed", lost=len(self))
