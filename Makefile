@@ -40,10 +40,12 @@ bench: install  ## every benchmark, full size (about 25 minutes)
 	$(BIN)/python -m tests.bench.ingest
 	$(BIN)/switchyard bench savings
 	$(BIN)/switchyard bench overhead
+	$(BIN)/switchyard bench fairness
 
 bench-quick: install  ## the gateway benchmarks in their quick modes (about 2 minutes)
 	$(BIN)/switchyard bench savings --quick
 	$(BIN)/switchyard bench overhead --quick
+	$(BIN)/switchyard bench fairness --quick
 
 clean:
 	rm -rf $(VENV) .tools var .mypy_cache .ruff_cache

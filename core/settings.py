@@ -78,6 +78,16 @@ class GatewaySettings(BaseModel):
         description="Share of each rate limit kept unused: our buckets and Anthropic's are "
         "never perfectly in step, and a guess too high costs a 429.",
     )
+    tenant_fairness: bool = Field(
+        True,
+        description="Within a priority, tenants waiting for a model share it by weight "
+        "(fair queueing); off: first come, first served across tenants.",
+    )
+    tenant_weights: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict,
+        description="Per tenant id, its admission weight (others 1): while both wait, a "
+        "tenant of weight 2 is admitted twice as much as one of weight 1.",
+    )
     interactive_deadline_seconds: float = Field(
         60, gt=0, description="Longest an interactive call may wait and retry."
     )

@@ -1,9 +1,10 @@
-"""``switchyard bench savings|overhead`` (without the mount: ``python -m core.bench.cli``).
+"""``switchyard bench savings|overhead|fairness`` (without the mount: ``python -m core.bench.cli``).
 
 Each command prints how to run it again, a table and notes on how it was measured, and
 ends with one line of ``key=value`` figures; the figures also go to
-``var/bench/<name>.json``. The measuring lives in :mod:`core.bench.savings` and
-:mod:`core.bench.overhead`; this module only runs them and lays out what they found.
+``var/bench/<name>.json``. The measuring lives in :mod:`core.bench.savings`,
+:mod:`core.bench.overhead` and :mod:`core.bench.fairness`; this module only runs them and
+lays out what they found.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
+    from core.bench.fairness import FairnessResult
+    from core.bench.fairness import Plan as FairnessPlan
     from core.bench.overhead import LevelResult, OverheadResult, Plan
     from core.bench.savings_report import ArmReport
     from core.bench.workload import Profile, Workload
@@ -112,6 +115,25 @@ def overhead_command(
     typer.echo(overhead_table(result, plan))
     typer.echo(f"Results: {path}")
     typer.echo(overhead.key_values(result))
+
+
+@bench_app.command("fairness")
+def fairness_command(
+    quick: Annotated[bool, typer.Option("--quick", help=QUICK_HELP)] = False,
+) -> None:
+    """Tenant B's interactive latency while tenant A bursts 1,000 calls, fairness on and off."""
+    from core.bench import fairness, processes
+
+    plan = fairness.QUICK if quick else fairness.FULL
+    result = fairness.run(plan, progress=_progress)
+    path = processes.write_result(
+        "fairness", {"quick": quick, "plan": asdict(plan), **asdict(result)}
+    )
+    typer.echo(_reproduce("fairness", quick))
+    typer.echo("")
+    typer.echo(fairness_table(result, plan))
+    typer.echo(f"Results: {path}")
+    typer.echo(fairness.key_values(result))
 
 
 # ------------------------------------------------------------------------------ savings
@@ -254,6 +276,64 @@ def overhead_table(result: OverheadResult, plan: Plan) -> str:
         "call; the sandbox's rate limits far above the load; the load generator, the sandbox "
         "and Switchyard share this machine's cores.",
         f"Targets: {OVERHEAD_TARGETS}.",
+    ]
+    return "\n".join([*columns(rows), "", *notes])
+
+
+# ----------------------------------------------------------------------------- fairness
+
+
+def fairness_table(result: FairnessResult, plan: FairnessPlan) -> str:
+    from core.bench.fairness import MODEL
+    from core.bench.processes import columns
+
+    rows = [
+        [
+            "",
+            "B p50 / p95",
+            "÷ alone (p50 / p95)",
+            "B admission wait p95",
+            "B errors",
+            "A answered meanwhile",
+            f"p95 ≤ {result.bound:g}x alone",
+        ]
+    ]
+    for run in result.runs:
+        alone = run.name == "alone"
+        bound = ""
+        if run.name.endswith("-fair"):
+            bound = "met" if result.holds(run.name) else "MISSED"
+        errors = ", ".join(f"{k} {v}" for k, v in sorted(run.errors.items())) or "0"
+        rows.append(
+            [
+                run.label,
+                f"{run.p50:.3f} / {run.p95:.3f} s",
+                ""
+                if alone
+                else f"{result.ratio(run.name, median=True):.2f} / {result.ratio(run.name):.2f}",
+                f"{run.queue_p95_ms:.0f} ms",
+                errors,
+                "" if alone else f"{run.a_answered:,}",
+                bound,
+            ]
+        )
+    rate = plan.rpm / 60
+    notes = [
+        f"One model ({MODEL}) limited to {plan.rpm:,} requests a minute ({rate:g}/s), "
+        f"no headroom; the in-process sandbox answers every call in "
+        f"{plan.upstream_seconds * 1000:.0f} ms; each run spends the bucket's burst "
+        "allowance first, so admission is the bottleneck from the first call.",
+        f"Tenant B: {plan.b_calls} interactive calls, one every {plan.b_interval:g} s, "
+        f"latency from each call's scheduled time to the whole answer; a call still waiting "
+        f"after {plan.b_deadline:g} s gets the gateway's 429 and counts at that time. "
+        f"Tenant A: {plan.burst:,} calls queued at once, {plan.b_delay:g} s before B's "
+        "first; the run ends with B's last answer.",
+        f"Bound (fairness on): B's p95 under A's burst ≤ {result.bound:g}x its p95 alone. "
+        "By design B waits at most for the head's refill and its own: about "
+        f"{2000 / rate:.0f} ms at {rate:g} requests/s.",
+        "Fairness off means one first-come-first-served queue per priority (interactive "
+        "still before background), i.e. the gateway before fair queueing.",
+        f"Upstream 429s (sandbox, all runs): {result.upstream_429}.",
     ]
     return "\n".join([*columns(rows), "", *notes])
 

@@ -18,8 +18,9 @@ Only the first of these counts; later calls do nothing, so ``settle`` in the bod
 ``release`` in a ``finally`` is safe. Both are synchronous so they also work in cleanup code
 that runs while a task is being cancelled.
 
-Waiting: each model has one line ordered by (priority, arrival) — interactive before
-background, first come first served within a priority. Only the head of the line may take
+Waiting: each model has one line (:class:`~core.gateway.fair_line.WaitingLine`):
+interactive before background, and within a priority the waiting tenants share by weight
+(fair queueing), each tenant first come first served. Only the head of the line may take
 tokens, so a large request is not overtaken forever by small ones. The head sleeps exactly
 until enough tokens will have refilled (no polling) and is woken early when tokens come
 back (a settle or release) or the line changes. A waiter whose deadline passes gets
@@ -34,14 +35,11 @@ after an upstream 429 until its ``retry-after`` has passed.
 
 :class:`~core.gateway.admission_memory.InProcessAdmission` serves one process;
 :mod:`core.gateway.admission_redis` shares the buckets between instances. This module holds
-what both share: the vocabulary, the protocol and the waiting line.
+what both share: the vocabulary and the protocol; :mod:`core.gateway.fair_line` the line.
 """
 
 from __future__ import annotations
 
-import asyncio
-import bisect
-import itertools
 import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -90,10 +88,6 @@ class Amounts(NamedTuple):
     requests: float
     input_tokens: float
     output_tokens: float
-
-
-def _total(amounts: list[Amounts]) -> Amounts:
-    return Amounts(*(sum(column) for column in zip(*amounts, strict=True)))
 
 
 def request_cost(input_tokens: int, max_tokens: int) -> Amounts:
@@ -159,6 +153,7 @@ class ModelSnapshot:
     remaining: Amounts
     queued: Mapping[Priority, int]
     paused_for: float
+    queued_by_tenant: Mapping[str, int] = field(default_factory=dict)  # all priorities
 
 
 class Admission(Protocol):
@@ -170,8 +165,10 @@ class Admission(Protocol):
         max_tokens: int,
         priority: Priority,
         deadline: float,
+        tenant: str,
     ) -> Permit:
-        """Wait for room in ``model``'s buckets and reserve it; ``deadline`` is monotonic."""
+        """Wait for room in ``model``'s buckets and reserve it; ``deadline`` is monotonic.
+        ``tenant`` picks the queue the request waits in (fair shares between tenants)."""
         ...
 
     def observe(self, model: str, headers: Mapping[str, str]) -> None:
@@ -196,8 +193,14 @@ def limits_for(model: str, limits: Mapping[str, RateLimits], default: RateLimits
     return Amounts(found.rpm, found.input_tpm, found.output_tpm)
 
 
-def parse_ratelimit_headers(headers: Mapping[str, str]) -> list[tuple[int | None, int | None]]:
-    """(limit, remaining) per bucket from the upstream's headers; absent or malformed → None."""
+def parse_ratelimit_headers(
+    headers: Mapping[str, str], headroom: float = 0.0
+) -> list[tuple[int | None, int | None]]:
+    """(limit, remaining) per bucket from the upstream's headers; absent or malformed → None.
+
+    ``headroom`` (a fraction) is kept off each limit, as it is off the configured limits:
+    admission aims below the upstream's limit, also once the upstream has told it.
+    """
     lowered = {name.lower(): value for name, value in headers.items()}
 
     def number(name: str) -> int | None:
@@ -210,97 +213,9 @@ def parse_ratelimit_headers(headers: Mapping[str, str]) -> list[tuple[int | None
     found: list[tuple[int | None, int | None]] = []
     for bucket in _HEADER_BUCKETS:
         limit = number(f"anthropic-ratelimit-{bucket}-limit")
+        if limit:
+            limit = max(1, math.floor(limit * (1 - headroom)))
         found.append(
             (limit or None, number(f"anthropic-ratelimit-{bucket}-remaining")),
         )
     return found
-
-
-# ----------------------------------------------------------------------- the waiting line
-
-
-@dataclass(order=True)
-class _Waiter:
-    priority: int
-    seq: int
-    cost: Amounts = field(compare=False)
-    wake: asyncio.Event = field(compare=False, default_factory=asyncio.Event)
-
-
-class WaitingLine:
-    """One model's requests waiting for room, ordered by (priority, arrival).
-
-    ``attempt(cost, priority)`` is called for the head only: it takes the cost and returns 0,
-    or returns the seconds to sleep before trying again. ``estimate(cost_ahead)`` answers
-    the ``retry_after`` of a timeout. Shared by both implementations.
-    """
-
-    def __init__(self, clock: Clock, sleep: Sleep) -> None:
-        self._clock = clock
-        self._sleep = sleep
-        self._line: list[_Waiter] = []
-        self._seq = itertools.count()
-
-    def __len__(self) -> int:
-        return len(self._line)
-
-    def counts(self) -> dict[Priority, int]:
-        counts = dict.fromkeys(Priority, 0)
-        for waiter in self._line:
-            counts[Priority(waiter.priority)] += 1
-        return counts
-
-    def kick(self) -> None:
-        """Wake the head: room may have appeared."""
-        if self._line:
-            self._line[0].wake.set()
-
-    async def admit(
-        self,
-        cost: Amounts,
-        priority: Priority,
-        deadline: float,
-        attempt: Callable[[Amounts, Priority], Awaitable[float]],
-        estimate: Callable[[Amounts], Awaitable[float]],
-    ) -> None:
-        waiter = _Waiter(int(priority), next(self._seq), cost)
-        bisect.insort(self._line, waiter)
-        try:
-            while True:
-                # Cleared before attempting, so a kick during an awaited attempt is kept.
-                waiter.wake.clear()
-                wait = math.inf
-                if self._line[0] is waiter:
-                    wait = await attempt(cost, priority)
-                    if wait <= 0:
-                        return
-                left = deadline - self._clock()
-                if left <= 0:
-                    ahead = _total([w.cost for w in self._line if w <= waiter])
-                    retry_after = await estimate(ahead)
-                    raise AdmissionTimeout(
-                        f"no room within the deadline (about {retry_after:.1f}s needed)",
-                        retry_after=retry_after,
-                    )
-                await self._nap(waiter.wake, min(wait, left))
-        finally:
-            was_head = self._line[0] is waiter
-            self._line.remove(waiter)
-            if was_head:
-                self.kick()
-
-    async def _nap(self, wake: asyncio.Event, seconds: float) -> None:
-        if seconds == math.inf:
-            await wake.wait()
-            return
-
-        def ring(timer: asyncio.Future[None]) -> None:
-            if not timer.cancelled():
-                wake.set()
-
-        timer = asyncio.ensure_future(self._sleep(seconds))
-        timer.add_done_callback(ring)
-        try:
-            await wake.wait()
-        finally:
-            timer.cancel()

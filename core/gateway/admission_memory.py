@@ -1,6 +1,7 @@
 """Admission buckets in this process's memory: right for a single instance.
 
-The protocol, permits and the waiting line are in :mod:`core.gateway.admission`.
+The protocol and permits are in :mod:`core.gateway.admission`, the waiting line (priority,
+then fair shares per tenant) in :mod:`core.gateway.fair_line`.
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ from core.gateway.admission import (
     Permit,
     Priority,
     Sleep,
-    WaitingLine,
     check_fits,
     limits_for,
     parse_ratelimit_headers,
     request_cost,
 )
 from core.gateway.catalog import RateLimits
+from core.gateway.fair_line import TenantWeights, WaitingLine
 
 
 class _Bucket:
@@ -80,11 +81,15 @@ class InProcessAdmission:
         limits: Mapping[str, RateLimits],
         default: RateLimits | None = None,
         *,
+        weights: TenantWeights | None = None,
+        headroom: float = 0.0,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self._limits = dict(limits)
         self._default = default
+        self.weights = weights or TenantWeights()  # how tenants share each line
+        self._headroom = headroom  # kept off limits the upstream reports, as off ours
         self._clock = clock
         self._sleep = sleep
         self._models: dict[str, _ModelState] = {}
@@ -93,7 +98,7 @@ class InProcessAdmission:
         state = self._models.get(model)
         if state is None:
             capacity = limits_for(model, self._limits, self._default)
-            line = WaitingLine(self._clock, self._sleep)
+            line = WaitingLine(self._clock, self._sleep, self.weights)
             state = self._models[model] = _ModelState(capacity, self._clock(), line)
         return state
 
@@ -105,6 +110,7 @@ class InProcessAdmission:
         max_tokens: int,
         priority: Priority,
         deadline: float,
+        tenant: str,
     ) -> Permit:
         state = self._state(model)
         cost = request_cost(input_tokens, max_tokens)
@@ -123,7 +129,9 @@ class InProcessAdmission:
         async def estimate(ahead: Amounts) -> float:
             return state.seconds_until(ahead, self._clock())
 
-        await state.line.admit(cost, priority, deadline, attempt, estimate)
+        await state.line.admit(
+            cost, priority, deadline, attempt, estimate, tenant=tenant, capacity=state.capacity()
+        )
         return Permit(
             model,
             cost,
@@ -141,7 +149,7 @@ class InProcessAdmission:
             return  # never admitted here: nothing to correct
         state.refill(self._clock())
         for bucket, (limit, remaining) in zip(
-            state.buckets, parse_ratelimit_headers(headers), strict=True
+            state.buckets, parse_ratelimit_headers(headers, self._headroom), strict=True
         ):
             if limit is not None and limit != bucket.capacity:
                 bucket.capacity = limit
@@ -166,6 +174,7 @@ class InProcessAdmission:
                 remaining=state.remaining(),
                 queued=state.line.counts(),
                 paused_for=max(0.0, state.paused_until - now),
+                queued_by_tenant=state.line.tenant_counts(),
             )
         return found
 

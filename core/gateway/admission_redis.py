@@ -8,8 +8,10 @@ caller's clock, so instances with skewed clocks agree. A hash left alone expires
 buckets would be full again (plus a minute), which equals a fresh one.
 
 Waiting stays local: each instance keeps its own line per model
-(:class:`~core.gateway.admission.WaitingLine`: priority, then arrival). Its head runs the
-take-or-report-wait script and, when there is no room, sleeps for the reported wait —
+(:class:`~core.gateway.fair_line.WaitingLine`: priority, then fair shares between tenants,
+each tenant first come first served), so fairness between tenants holds among one
+instance's waiters, not across instances. Its head runs the take-or-report-wait script
+and, when there is no room, sleeps for the reported wait —
 bounded by ``max_sleep`` so room given back by other instances is noticed, and jittered so
 instances do not retry in lock-step. Across instances, priority holds through the mark: an
 interactive head that finds no room marks the model for slightly longer than it will
@@ -48,13 +50,13 @@ from core.gateway.admission import (
     Priority,
     RequestTooLarge,
     Sleep,
-    WaitingLine,
     check_fits,
     limits_for,
     parse_ratelimit_headers,
     request_cost,
 )
 from core.gateway.catalog import RateLimits, UnknownModel
+from core.gateway.fair_line import TenantWeights, WaitingLine
 from core.logging import get_logger
 
 log = get_logger(__name__)
@@ -207,6 +209,8 @@ class RedisAdmission:
         default: RateLimits | None = None,
         *,
         prefix: str = "switchyard:admission:",
+        weights: TenantWeights | None = None,
+        headroom: float = 0.0,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         max_sleep: float = 0.5,
@@ -216,6 +220,8 @@ class RedisAdmission:
         self._limits = dict(limits)
         self._default = default
         self._prefix = prefix
+        self.weights = weights or TenantWeights()  # how tenants share each line
+        self._headroom = headroom  # kept off limits the upstream reports, as off ours
         self._clock = clock
         self._sleep = sleep
         self._max_sleep = max_sleep
@@ -238,7 +244,8 @@ class RedisAdmission:
         local = self._locals.get(model)
         if local is None:
             capacity = limits_for(model, self._limits, self._default)
-            local = self._locals[model] = _Local(capacity, WaitingLine(self._clock, self._sleep))
+            line = WaitingLine(self._clock, self._sleep, self.weights)
+            local = self._locals[model] = _Local(capacity, line)
         return local
 
     async def _run(self, script: str, model: str, args: Sequence[Any]) -> Any:
@@ -260,6 +267,7 @@ class RedisAdmission:
         max_tokens: int,
         priority: Priority,
         deadline: float,
+        tenant: str,
     ) -> Permit:
         local = self._local(model)
         cost = request_cost(input_tokens, max_tokens)
@@ -288,7 +296,9 @@ class RedisAdmission:
                 return local.last_wait
             return max(float(reply[1]), local.paused_until - self._clock())
 
-        await local.line.admit(cost, priority, deadline, attempt, estimate)
+        await local.line.admit(
+            cost, priority, deadline, attempt, estimate, tenant=tenant, capacity=local.capacity
+        )
         return Permit(
             model,
             cost,
@@ -328,7 +338,7 @@ class RedisAdmission:
         except UnknownModel:
             return
         args: list[Any] = []
-        for limit, remaining in parse_ratelimit_headers(headers):
+        for limit, remaining in parse_ratelimit_headers(headers, self._headroom):
             args += ["" if limit is None else limit, "" if remaining is None else remaining]
         self._submit("observe", model, args)
         local.line.kick()
@@ -373,6 +383,7 @@ class RedisAdmission:
                 remaining=Amounts(*reply[3:6]),
                 queued=local.line.counts(),
                 paused_for=max(reply[6], local.paused_until - self._clock()),
+                queued_by_tenant=local.line.tenant_counts(),
             )
         return found
 

@@ -1,12 +1,13 @@
 """Admission and retry around one upstream operation.
 
-Each attempt first takes a permit from admission (the per-model token buckets), so a retry
-waits its turn like any other request. Transient upstream errors (429, 5xx, 529, connection
-failures) are retried with full-jitter exponential backoff (:class:`core.retry.RetryPolicy`,
-built on tenacity's wait), ``retry-after`` honoured; an upstream 429 also pauses the model's
-admission for everyone. The overall deadline bounds waiting and retrying together: when it
-is spent the caller gets the last error, or :class:`AdmissionTimeout` (429 with our own
-``retry-after``) if it never got a turn.
+Each attempt first takes a permit from admission (the per-model token buckets, waited for
+in the tenant's fair share of the line), so a retry waits its turn like any other request.
+Transient upstream errors (429, 5xx, 529, connection failures) are retried with full-jitter
+exponential backoff (:class:`core.retry.RetryPolicy`, built on tenacity's wait),
+``retry-after`` honoured; an upstream 429 also pauses the model's admission for everyone.
+The overall deadline bounds waiting and retrying together: when it is spent the caller gets
+the last error, or :class:`AdmissionTimeout` (429 with our own ``retry-after``) if it never
+got a turn.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ async def with_admission_and_retry(
     max_tokens: int,
     priority: Priority,
     deadline: float,
+    tenant: str,
     record: CallRecord,
     clock: Callable[[], float] = time.monotonic,
 ) -> Attempted[T]:
@@ -67,6 +69,7 @@ async def with_admission_and_retry(
             max_tokens=max_tokens,
             priority=priority,
             deadline=deadline,
+            tenant=tenant,
         )
         started = clock()
         record.queue_ms += (started - waited_from) * 1000

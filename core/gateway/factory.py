@@ -15,6 +15,7 @@ from core.gateway.admission_memory import InProcessAdmission
 from core.gateway.budgets import Budgets
 from core.gateway.call_audit import CallAuditLog
 from core.gateway.catalog import Catalog, RateLimits
+from core.gateway.fair_line import TenantWeights
 from core.gateway.gateway import Gateway
 from core.gateway.governance import Governance
 from core.gateway.records import Recorder
@@ -92,6 +93,7 @@ def build_gateway(
     catalog.get(config.naive_model)
     limits = with_headroom(admission_limits(settings, catalog), config.headroom)
     shared = config.admission == "redis" or (config.admission == "auto" and settings.redis_url)
+    weights = TenantWeights(config.tenant_weights, fair=config.tenant_fairness)
     admission: Admission
     cache: ResponseCache
     if shared:
@@ -99,10 +101,16 @@ def build_gateway(
         from core.gateway.response_cache import RedisResponseCache
 
         client = _redis(settings)
-        admission = RedisAdmission(client, limits, prefix="switchyard:admission:")
+        admission = RedisAdmission(
+            client,
+            limits,
+            prefix="switchyard:admission:",
+            weights=weights,
+            headroom=config.headroom,
+        )
         cache = RedisResponseCache(client, prefix="switchyard:responses:")
     else:
-        admission = InProcessAdmission(limits)
+        admission = InProcessAdmission(limits, weights=weights, headroom=config.headroom)
         cache = MemoryResponseCache(max_entries=100_000, max_bytes=config.response_cache_max_bytes)
     api_key = settings.anthropic_api_key
     return Gateway(

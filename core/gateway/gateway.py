@@ -156,6 +156,7 @@ class Gateway:
             max_tokens=prepared.max_tokens,
             priority=options.priority,
             deadline=self._deadline(options, started),
+            tenant=options.tenant_id,
             record=record,
             clock=self._clock,
         )

@@ -75,6 +75,7 @@ async def take(
     max_tokens: int = 1,
     priority: Priority = Priority.BACKGROUND,
     deadline: float = FAR,
+    tenant: str = "ten_a",
 ) -> Permit:
     return await admission.acquire(
         MODEL,
@@ -82,6 +83,7 @@ async def take(
         max_tokens=max_tokens,
         priority=priority,
         deadline=deadline,
+        tenant=tenant,
     )
 
 
@@ -208,12 +210,22 @@ async def test_a_request_larger_than_a_bucket_is_rejected_at_once(clock: ManualC
 async def test_models_without_limits_use_the_default_or_are_refused(clock: ManualClock) -> None:
     with pytest.raises(UnknownModel):
         await make(clock).acquire(
-            "other", input_tokens=1, max_tokens=1, priority=Priority.BACKGROUND, deadline=FAR
+            "other",
+            input_tokens=1,
+            max_tokens=1,
+            priority=Priority.BACKGROUND,
+            deadline=FAR,
+            tenant="t",
         )
     default = RateLimits(rpm=5, input_tpm=50, output_tpm=50)
     admission = InProcessAdmission({}, default, clock=clock, sleep=clock.sleep)
     await admission.acquire(
-        "other", input_tokens=1, max_tokens=1, priority=Priority.BACKGROUND, deadline=FAR
+        "other",
+        input_tokens=1,
+        max_tokens=1,
+        priority=Priority.BACKGROUND,
+        deadline=FAR,
+        tenant="t",
     )
     assert (await admission.snapshot())["other"].remaining == Amounts(4, 49, 49)
 
@@ -297,6 +309,27 @@ async def test_observe_lowers_remaining_and_adopts_a_changed_limit(clock: Manual
     assert (await remaining(admission)).input_tokens == 3_000
     admission.observe("never-used", {"anthropic-ratelimit-requests-remaining": "0"})
     assert "never-used" not in await admission.snapshot()
+
+
+async def test_an_observed_limit_keeps_the_configured_headroom(clock: ManualClock) -> None:
+    # Configured limits arrive less the headroom (the factory); a limit the upstream reports
+    # must lose the same share, or the first answer would undo the headroom.
+    admission = InProcessAdmission(
+        {MODEL: RateLimits(rpm=57, input_tpm=5_700, output_tpm=5_700)},
+        headroom=0.05,
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    await take(admission)
+    admission.observe(
+        MODEL,
+        {
+            "anthropic-ratelimit-requests-limit": "60",
+            "anthropic-ratelimit-input-tokens-limit": "8000",
+            "anthropic-ratelimit-output-tokens-limit": "1",
+        },
+    )
+    assert (await admission.snapshot())[MODEL].capacity == Amounts(57, 7_600, 1)
 
 
 async def test_a_shrunken_limit_rejects_a_waiter_that_can_no_longer_fit(

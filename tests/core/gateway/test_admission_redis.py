@@ -78,6 +78,7 @@ async def take(
     max_tokens: int = 1,
     priority: Priority = Priority.BACKGROUND,
     timeout: float = FAR,
+    tenant: str = "ten_a",
 ) -> Permit:
     return await admission.acquire(
         MODEL,
@@ -85,6 +86,7 @@ async def take(
         max_tokens=max_tokens,
         priority=priority,
         deadline=time.monotonic() + timeout,
+        tenant=tenant,
     )
 
 
@@ -112,6 +114,7 @@ async def test_two_instances_hammering_one_model_stay_within_one_limit(
                     max_tokens=500,
                     priority=Priority.BACKGROUND,
                     deadline=end,
+                    tenant=f"ten_{index}",
                 )
             except AdmissionTimeout:
                 return
@@ -201,6 +204,33 @@ async def test_an_interactive_waiter_on_one_instance_goes_before_background_on_a
     background = asyncio.create_task(request("background", second, 50, Priority.BACKGROUND))
     await asyncio.gather(interactive, background)
     assert order == ["interactive", "background"]
+
+
+async def test_the_local_line_shares_room_between_tenants(instances: Factory) -> None:
+    limits = RateLimits(rpm=600, input_tpm=60_000, output_tpm=60_000)  # 10 requests/s
+    admission = instances(limits)
+    await take(admission)
+    admission.observe(MODEL, {"anthropic-ratelimit-requests-remaining": "0"})
+    await admission.flush()
+    order: list[str] = []
+
+    async def request(tenant: str) -> None:
+        await take(admission, tenant=tenant)
+        order.append(tenant)
+
+    burst = [asyncio.create_task(request("A")) for _ in range(30)]
+    await asyncio.sleep(0.01)
+    others = [asyncio.create_task(request("B")) for _ in range(2)]
+    await asyncio.sleep(0.01)
+    seen = await snapshot(admission)
+    assert seen.queued_by_tenant["B"] == 2
+    await asyncio.gather(*others)
+    # B's two are in within the first five admissions (A's head, then alternating), not
+    # after A's thirty.
+    assert order.count("A") <= 3
+    for task in burst:
+        task.cancel()
+    await asyncio.gather(*burst, return_exceptions=True)
 
 
 async def test_cancelled_waiters_do_not_stall_the_line_or_leak(instances: Factory) -> None:
