@@ -6,22 +6,21 @@ prints a traceback for a known error.
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Callable, Coroutine
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
-import uvloop
 from sqlalchemy import select
 
 from core.bench.cli import bench_app
+from core.cli_support import fail as _fail
+from core.cli_support import load as _settings
+from core.cli_support import run as _run
+from core.cli_support import with_services as _with_services
 from core.db.models import ApiKey, Job, JobStatus, Role
 from core.errors import NotFound, SwitchyardError
 from core.flows.cli import flows_app
-from core.settings import Settings, load_settings
-
-T = TypeVar("T")
+from core.gateway.rollout_cli import prompts_app
 
 app = typer.Typer(
     help="Switchyard: integration middleware between CRM/ERP systems and the Claude API.",
@@ -43,47 +42,9 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(bench_app, name="bench")
 app.add_typer(flows_app, name="flows")
+app.add_typer(prompts_app, name="prompts")
 app.add_typer(secrets_app, name="secrets")
 app.add_typer(call_audit_app, name="call-audit")
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code=2)
-
-
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except SwitchyardError as exc:
-        raise _fail(exc.detail) from None
-
-
-def _run(factory: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
-    """Run one async command with settings and logging set up; known errors → exit 2."""
-    from core.logging import configure_logging
-
-    settings = _settings()
-    configure_logging(settings.log_level, settings.log_format)
-    try:
-        # uvloop: the same asyncio API with a faster loop (socket writes were ~15% of a
-        # webhook ack's CPU on the default loop).
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(factory(settings))
-    except SwitchyardError as exc:
-        raise _fail(exc.detail) from None
-
-
-async def _with_services(settings: Settings, body: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
-    from core.db.migrate import assert_migrated
-    from core.services import build_services
-
-    services = build_services(settings)
-    try:
-        await assert_migrated(services.engine)
-        return await body(services)
-    finally:
-        await services.aclose()
 
 
 @db_app.command("upgrade")

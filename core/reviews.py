@@ -33,6 +33,7 @@ async def propose(
     output: Mapping[str, Any],
     reasons: Sequence[str],
     trace_id: str,
+    prompt_ref: str | None = None,
 ) -> ReviewItem:
     """The job's review item, created now or found from an earlier run of the same job."""
     row = {
@@ -50,6 +51,7 @@ async def propose(
         "reasons": list(reasons),
         "status": ReviewStatus.PENDING.value,
         "trace_id": trace_id,
+        "prompt_ref": prompt_ref,
         "created_at": utcnow(),
     }
     await session.execute(

@@ -19,6 +19,7 @@ from core.db.engine import make_engine, make_read_sessionmaker, make_sessionmake
 from core.flows.catalog import FlowCatalog
 from core.gateway.factory import build_gateway
 from core.gateway.gateway import Gateway
+from core.gateway.rollouts import PromptVersions, RolloutProvider, load_provider_factory
 from core.ingest_writer import IngestWriter
 from core.metrics import Metrics
 from core.settings import Settings
@@ -37,6 +38,7 @@ class Services:
     http: httpx.AsyncClient  # outbound callbacks; follows no redirects
     gateway: Gateway  # every Claude call
     keys: KeyCache  # API keys verified recently (hot paths skip the lookup)
+    prompt_versions: PromptVersions  # which prompt version answers a call (rollouts)
 
     async def aclose(self) -> None:
         await self.gateway.aclose()  # flushes call records, so before the engine goes
@@ -67,6 +69,7 @@ def build_services(
     reads = make_read_sessionmaker(engine)  # lookups on hot paths: no write lock on SQLite
     catalog = flows if flows is not None else FlowCatalog.load(settings.mappings_dir)
     metrics = metrics or Metrics()
+    custom_provider = settings.gateway.prompt_flag_provider
     return Services(
         settings=settings,
         engine=engine,
@@ -85,4 +88,14 @@ def build_services(
         gateway=gateway
         or build_gateway(settings, sessions, metrics, keyring=keyring, read_sessions=reads),
         keys=KeyCache(reads, settings.gateway.auth_cache_seconds),
+        prompt_versions=PromptVersions(
+            catalog.prompts,
+            sessions=sessions,
+            read_sessions=reads,
+            provider=(
+                load_provider_factory(custom_provider)()
+                if custom_provider
+                else RolloutProvider(reads)
+            ),
+        ),
     )

@@ -121,6 +121,12 @@ class GatewaySettings(BaseModel):
     audit_retention_days: int = Field(
         30, ge=1, description="Days an encrypted call audit record is kept before purging."
     )
+    prompt_flag_provider: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        description="'package.module:factory' returning an OpenFeature provider that answers "
+        "prompt-version.<name> flags; default: Switchyard's own rollouts (/v1/prompts).",
+    )
 
 
 def _split_csv(value: Any) -> Any:

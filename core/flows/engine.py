@@ -149,9 +149,17 @@ async def _run_steps(
     if inputs.missing_required:
         steps[-1]["skipped"] = f"required inputs are empty: {', '.join(inputs.missing_required)}"
         return done()
-    prompt = services.flows.prompts.get(spec.prompt)
-    if prompt is None:
+    pinned = services.flows.prompts.get(spec.prompt)
+    if pinned is None:
         raise FlowUnavailable(f"prompt {spec.prompt} is not installed")
+    # A rollout may answer this record with a candidate version (sticky per record).
+    choice = await services.prompt_versions.choose(
+        job.tenant_id,
+        pinned,
+        f"{connection.id}/{record.object}/{record.record_id}",
+        fillable=spec.inputs.keys(),
+    )
+    prompt = choice.prompt
     answer = await ask(
         services.gateway,
         spec,
@@ -164,7 +172,7 @@ async def _run_steps(
     steps.append(
         {
             "step": "claude",
-            "prompt": prompt.ref,
+            **choice.step(),
             "task": spec.task,
             "model": answer.model,
             "repaired": answer.repaired,
@@ -224,6 +232,7 @@ async def _run_steps(
                 output=answer.output,
                 reasons=reasons,
                 trace_id=job.trace_id,
+                prompt_ref=prompt.ref,
             )
         steps.append({"step": "review", "review_item": item.id, "reasons": reasons})
         return Outcome(done(output=answer.output).result, status=JobStatus.AWAITING_REVIEW)

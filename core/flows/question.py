@@ -83,6 +83,10 @@ async def ask(
         task=spec.task,
         priority=priority,
         data_policy=spec.data_policy,
+        prompt_ref=prompt.ref,
+        # Counted on the call record; the repair turn below replaces escalation.
+        validate=lambda message: extract_answer(message, spec.output).ok,
+        escalate=False,
     )
     body = build_request(spec, prompt, inputs)
     completion = await gateway.complete(body, options)

@@ -33,7 +33,11 @@ class CallOptions:
     no_cache: bool = False  # opt out of dedup and the response cache altogether
     compress: bool | None = None
     deadline_seconds: float | None = None
+    # The caller's check of an answer (a flow's output schema): a failure is counted on the
+    # call record and, with escalation on, retried once a tier up.
     validate: Callable[[Mapping[str, Any]], bool] | None = None
+    escalate: bool = True  # False: the caller repairs a failed answer itself (flows do)
+    prompt_ref: str | None = None  # the registry prompt version used (name@version)
     data_policy: RedactionPolicy | None = None  # a flow's override of the tenant's policy
 
 

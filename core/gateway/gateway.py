@@ -133,6 +133,7 @@ class Gateway:
             stream=stream,
             priority=options.priority.name.lower(),
             prompt_hash=prepared.fingerprint,
+            prompt_ref=options.prompt_ref,
             created_at=datetime.now(UTC),
             breakpoints_added=prepared.breakpoints_added,
             compression_tokens_saved=prepared.tokens_saved,
@@ -221,8 +222,10 @@ class Gateway:
             reservation = await self._reserve(prepared, options)
             completion = await self._complete_once(prepared, options, record, started)
             if options.validate is not None and not options.validate(completion.message()):
+                record.validation_failed = True
                 # One retry of an answer that failed validation, one tier up (counted).
-                higher = self.routing.escalate(prepared.route) if self.settings.escalate else None
+                escalate = self.settings.escalate and options.escalate
+                higher = self.routing.escalate(prepared.route) if escalate else None
                 if higher is not None:
                     record.escalated = True
                     record.model = higher.model

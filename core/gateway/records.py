@@ -167,6 +167,8 @@ class CallRecord:
     breakpoints_added: int = 0
     compression_tokens_saved: int = 0
     response_hash: str | None = None
+    prompt_ref: str | None = None  # name@version from the prompt registry, if the caller said
+    validation_failed: bool = False  # the caller's check of the answer failed
     redactions: dict[str, int] = field(default_factory=dict)  # per data class, never values
     attempts: list[AttemptRecord] = field(default_factory=list)
 

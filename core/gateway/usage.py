@@ -55,6 +55,7 @@ class GroupKey(enum.StrEnum):
     MODEL = "model"
     TASK = "task"
     STATUS = "status"
+    PROMPT = "prompt"  # the registry prompt version, name@version
 
 
 class Bucket(enum.StrEnum):
@@ -84,6 +85,9 @@ class UsageMetrics(BaseModel):
     response_cache_hits: int
     dedup_hits: int
     escalations: int
+    validation_failures: int = Field(
+        description="Answers that failed the caller's check (a flow's output schema)."
+    )
     retries: int
     cost_usd: float = Field(description="What was paid; exact sum, rounded to 6 decimals.")
     list_cost_usd: float = Field(description="The same models without prompt caching.")
@@ -100,6 +104,7 @@ class _GroupKeys(BaseModel):
     model: str | None = Field(None, description="Only when grouped by model.")
     task: str | None = Field(None, description="Only when grouped by task.")
     status: str | None = Field(None, description="Only when grouped by status.")
+    prompt: str | None = Field(None, description="Only when grouped by prompt (name@version).")
 
 
 class UsageRow(UsageMetrics, _GroupKeys):
@@ -188,6 +193,7 @@ class _Tally:
     response_cache_hits: int = 0
     dedup_hits: int = 0
     escalations: int = 0
+    validation_failures: int = 0
     retries: int = 0
     cost: int = 0
     list_cost: int = 0
@@ -207,6 +213,7 @@ class _Tally:
         self.response_cache_hits += bool(row.cache_hit)
         self.dedup_hits += bool(row.dedup_hit)
         self.escalations += bool(row.escalated)
+        self.validation_failures += bool(row.validation_failed)
         self.retries += row.retries
         self.cost += row.cost_picodollars
         self.list_cost += row.list_cost_picodollars
@@ -232,6 +239,7 @@ class _Tally:
             "response_cache_hits": self.response_cache_hits,
             "dedup_hits": self.dedup_hits,
             "escalations": self.escalations,
+            "validation_failures": self.validation_failures,
             "retries": self.retries,
             "cost_usd": _usd(self.cost),
             "list_cost_usd": _usd(self.list_cost),
@@ -258,6 +266,8 @@ _COLUMNS = (
     GatewayRequest.cache_hit,
     GatewayRequest.dedup_hit,
     GatewayRequest.escalated,
+    GatewayRequest.validation_failed,
+    GatewayRequest.prompt_ref.label("prompt"),
     GatewayRequest.retries,
     GatewayRequest.cost_picodollars,
     GatewayRequest.list_cost_picodollars,
@@ -301,8 +311,10 @@ async def usage_report(
     group_by: str | Sequence[str] | None = None,
     bucket: Bucket | str = Bucket.NONE,
     now: datetime | None = None,
+    prompt: str | None = None,
 ) -> UsageReport:
-    """One tenant's usage in ``[since, until)``, grouped by ``group_by`` keys and ``bucket``.
+    """One tenant's usage in ``[since, until)``, grouped by ``group_by`` keys and ``bucket``;
+    with ``prompt``, only calls that used a version of that registry prompt.
 
     Raises :class:`~core.errors.InvalidRequest` for a naive or inverted or too long range,
     an unknown group key or bucket.
@@ -319,6 +331,10 @@ async def usage_report(
         GatewayRequest.created_at >= start,
         GatewayRequest.created_at < end,
     )
+    if prompt is not None:
+        statement = statement.where(
+            GatewayRequest.prompt_ref.startswith(f"{prompt}@", autoescape=True)
+        )
     groups: dict[_GroupId, _Tally] = {}
     totals = _Tally()
     result = await session.stream(statement.execution_options(yield_per=_BATCH))

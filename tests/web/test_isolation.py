@@ -28,6 +28,7 @@ from core.db.models import (
     FlowEnablement,
     Job,
     JobStatus,
+    PromptRollout,
     Subscription,
 )
 from core.services import Services
@@ -151,6 +152,9 @@ async def _tenant_state(services: Services, tenant_id: str) -> dict[str, Any]:
             "subscriptions": await rows(Subscription.id, Subscription.active, Subscription.url),
             "deliveries": await rows(Delivery.id, Delivery.status, Delivery.attempts),
             "call_audit": await rows(CallAudit.id, CallAudit.key_id, CallAudit.sealed),
+            "rollouts": await rows(
+                PromptRollout.id, PromptRollout.share_basis_points, PromptRollout.updated_at
+            ),
             "audit": await session.scalar(
                 select(func.count())
                 .select_from(AuditEntry)
@@ -282,7 +286,67 @@ async def _delete_budget(client: httpx.AsyncClient, world: World) -> None:
     assert_problem(response, 404, "not-found")
 
 
+PROMPT = "ticket_test"
+A_ROLLOUT = {"candidate_version": 2, "share_percent": "5"}
+
+
+async def _start_a_rollout(client: httpx.AsyncClient, world: World) -> None:
+    response = await client.put(
+        f"/v1/prompts/{PROMPT}/rollout", json=A_ROLLOUT, headers=world.a.headers()
+    )
+    assert response.status_code == 200, response.text
+
+
+async def _list_prompts(client: httpx.AsyncClient, world: World) -> None:
+    # Prompt files are installed for every tenant; rollouts are the tenant's own.
+    response = await client.get("/v1/prompts", headers=world.b.headers())
+    assert response.status_code == 200
+    (prompt,) = [p for p in response.json()["data"] if p["name"] == PROMPT]
+    assert prompt["rollout"] is None
+
+
+async def _get_prompt(client: httpx.AsyncClient, world: World) -> None:
+    response = await client.get(f"/v1/prompts/{PROMPT}", headers=world.b.headers())
+    assert response.status_code == 200
+    assert response.json()["rollout"] is None
+    assert response.json()["history"] == []
+
+
+async def _put_rollout(client: httpx.AsyncClient, world: World) -> None:
+    body = {"candidate_version": 2, "share_percent": "50"}
+    response = await client.put(
+        f"/v1/prompts/{PROMPT}/rollout", json=body, headers=world.b.headers()
+    )
+    assert response.status_code == 200  # B's own rollout; A's stays at 5%
+    mine = await client.get(f"/v1/prompts/{PROMPT}", headers=world.a.headers())
+    assert mine.json()["rollout"]["share_percent"] == 5.0
+
+
+def _no_rollout(method: str, path: str) -> Probe:
+    async def probe(client: httpx.AsyncClient, world: World) -> None:
+        response = await client.request(method, path, headers=world.b.headers())
+        assert_problem(response, 404, "rollout-not-found")
+
+    return probe
+
+
+async def _compare_prompt(client: httpx.AsyncClient, world: World) -> None:
+    response = await client.get(f"/v1/usage/prompts/{PROMPT}", headers=world.b.headers())
+    assert response.status_code == 200
+    assert response.json()["versions"] == []  # A's calls (if any) never count
+
+
 WALK: dict[tuple[str, str], Probe] = {
+    ("GET", "/v1/prompts"): _list_prompts,
+    ("GET", "/v1/prompts/{name}"): _get_prompt,
+    ("PUT", "/v1/prompts/{name}/rollout"): _put_rollout,
+    ("POST", "/v1/prompts/{name}/rollout/rollback"): _no_rollout(
+        "POST", f"/v1/prompts/{PROMPT}/rollout/rollback"
+    ),
+    ("DELETE", "/v1/prompts/{name}/rollout"): _no_rollout(
+        "DELETE", f"/v1/prompts/{PROMPT}/rollout"
+    ),
+    ("GET", "/v1/usage/prompts/{name}"): _compare_prompt,
     ("GET", "/v1/budgets"): _list_budgets,
     ("PUT", "/v1/budgets"): _put_budget,
     ("DELETE", "/v1/budgets/{budget_id}"): _delete_budget,
@@ -358,6 +422,7 @@ async def test_tenant_b_cannot_see_or_touch_tenant_a_on_any_route(
 ) -> None:
     world = await _build_world(client, services, tenant_a, tenant_b)
     await _create_a_budget(client, world)
+    await _start_a_rollout(client, world)
     before = await _tenant_state(services, tenant_a.id)
     assert before["jobs"]
     assert before["subscriptions"]

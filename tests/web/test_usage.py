@@ -37,6 +37,7 @@ METRICS = {
     "response_cache_hits",
     "dedup_hits",
     "escalations",
+    "validation_failures",
     "retries",
     "cost_usd",
     "list_cost_usd",
@@ -273,6 +274,7 @@ async def test_tokens_cache_hit_ratio_and_flags(
             output_tokens=9,
             retries=2,
             escalated=True,
+            validation_failed=True,
         ),
         _request(tenant_a, 2, feature="cached", cache_hit=True, dedup_hit=True, retries=1),
         _request(tenant_a, 3, feature="empty"),
@@ -286,8 +288,29 @@ async def test_tokens_cache_hit_ratio_and_flags(
     assert cached["cache_hit_ratio"] == 0.6  # 300 / (100 + 300 + 100)
     assert (cached["response_cache_hits"], cached["dedup_hits"]) == (1, 1)
     assert (cached["escalations"], cached["retries"]) == (1, 3)
+    assert (cached["validation_failures"], empty["validation_failures"]) == (1, 0)
     assert empty["cache_hit_ratio"] == 0.0  # no prompt tokens at all
     assert body["totals"]["cache_hit_ratio"] == 0.6
+
+
+async def test_grouped_by_prompt_version(
+    client: httpx.AsyncClient, services: Services, tenant_a: TenantKeys
+) -> None:
+    await _insert(
+        services,
+        _request(tenant_a, 1, prompt_ref="triage@1"),
+        _request(tenant_a, 2, prompt_ref="triage@2", validation_failed=True),
+        _request(tenant_a, 3, prompt_ref="triage@2"),
+        _request(tenant_a, 4),  # a /v1/messages call names no prompt version
+    )
+
+    body = await _usage(client, tenant_a, group_by="prompt")
+
+    assert [(r["prompt"], r["requests"], r["validation_failures"]) for r in body["rows"]] == [
+        ("triage@1", 1, 0),
+        ("triage@2", 2, 1),
+        (None, 1, 0),
+    ]
 
 
 async def test_errors_and_rate_limits_by_status(

@@ -1,8 +1,9 @@
 """Typed tables. A tenant owns every row below it; API queries always filter by tenant
 (workers, the scheduler and the operator CLI work across tenants).
 
-:mod:`.platform` holds the platform's tables, :mod:`.gateway` the Claude gateway's; both
-register on :class:`Base`'s metadata, which Alembic compares against the migrations.
+:mod:`.platform` holds the platform's tables, :mod:`.gateway` the Claude gateway's,
+:mod:`.prompts` the prompt registry's; all register on :class:`Base`'s metadata, which
+Alembic compares against the migrations.
 """
 
 from core.db.models.base import NAMING, Base
@@ -33,6 +34,7 @@ from core.db.models.platform import (
     Tenant,
     User,
 )
+from core.db.models.prompts import PromptRollout, PromptVersion, RolloutChange, RolloutSticky
 
 __all__ = [
     "FINISHED",
@@ -53,9 +55,13 @@ __all__ = [
     "GatewayRequest",
     "Job",
     "JobStatus",
+    "PromptRollout",
+    "PromptVersion",
     "ReviewItem",
     "ReviewStatus",
     "Role",
+    "RolloutChange",
+    "RolloutSticky",
     "Subscription",
     "Tenant",
     "UpstreamCall",

@@ -35,6 +35,7 @@ class GatewayRequest(Base):
     __table_args__ = (
         Index("ix_gateway_requests_tenant_at", "tenant_id", "created_at"),
         Index("ix_gateway_requests_tenant_feature_at", "tenant_id", "feature", "created_at"),
+        Index("ix_gateway_requests_tenant_prompt_at", "tenant_id", "prompt_ref", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -70,6 +71,12 @@ class GatewayRequest(Base):
     breakpoints_added: Mapped[int] = mapped_column(Integer, default=0)
     compression_tokens_saved: Mapped[int] = mapped_column(Integer, default=0)
     prompt_hash: Mapped[str] = mapped_column(String(64))
+    # The registry prompt version (``name@version``) the caller used, if it said.
+    prompt_ref: Mapped[str | None] = mapped_column(String(120))
+    # The caller's check of the answer failed (a flow's output schema, say).
+    validation_failed: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=text("false")
+    )
     response_hash: Mapped[str | None] = mapped_column(String(64))
     # Values replaced by placeholders before the call, per data class (never the values).
     redactions: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=text("'{}'"))

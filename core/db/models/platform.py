@@ -272,6 +272,7 @@ class ReviewItem(Base):
     reasons: Mapped[list[str]] = mapped_column(JsonType, default=list)
     status: Mapped[str] = mapped_column(String(16), default=ReviewStatus.PENDING.value)
     trace_id: Mapped[str] = mapped_column(String(32))
+    prompt_ref: Mapped[str | None] = mapped_column(String(120))  # the version that answered
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     decided_at: Mapped[datetime | None]
     decided_by: Mapped[str | None] = mapped_column(String(200))

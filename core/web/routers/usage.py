@@ -1,8 +1,9 @@
 """Usage: what a tenant's Claude gateway requests did, cost and saved.
 
-Role policy: read (``GET /v1/usage``) by any role — admin, service, reviewer. Always the
-caller's own tenant. The aggregation lives in :mod:`core.gateway.usage` (shared with the
-CLI); this module only maps query parameters onto it.
+Role policy: read (``GET /v1/usage``, ``GET /v1/usage/prompts/{name}``) by any role —
+admin, service, reviewer. Always the caller's own tenant. The aggregation lives in
+:mod:`core.gateway.usage` (shared with the CLI); this module only maps query parameters
+onto it.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from core.auth import Principal
+from core.gateway.prompt_usage import PromptComparison, compare_versions
+from core.gateway.rollout_store import users_of
 from core.gateway.usage import MAX_RANGE, Bucket, GroupKey, UsageReport, usage_report
-from core.web.deps import ANY_ROLE, SessionDep, require
+from core.web.deps import ANY_ROLE, ServicesDep, SessionDep, require
 
 router = APIRouter(prefix="/v1/usage", tags=["usage"])
 
@@ -56,4 +59,33 @@ async def get_usage(
         until=until,
         group_by=group_by,
         bucket=bucket,
+    )
+
+
+@router.get(
+    "/prompts/{name}",
+    summary="Compare the versions of one prompt: cost, latency, validation failures, reviews",
+    response_model=PromptComparison,
+)
+async def compare_prompt_versions(
+    name: str,
+    session: SessionDep,
+    principal: Reader,
+    services: ServicesDep,
+    since: Annotated[
+        datetime | None,
+        Query(description="ISO 8601 with a timezone; inclusive. Default: until - 24 h."),
+    ] = None,
+    until: Annotated[
+        datetime | None,
+        Query(description="ISO 8601 with a timezone; exclusive. Default: now."),
+    ] = None,
+) -> PromptComparison:
+    return await compare_versions(
+        session,
+        principal.tenant_id,
+        name,
+        since=since,
+        until=until,
+        pinned=frozenset(user.pinned_version for user in users_of(services.flows, name)),
     )
