@@ -5,15 +5,18 @@ compare-and-set updates), so there is no leader to elect:
 
 * release budget reservations whose call never settled (a crashed process's), so a budget
   is not held hostage by calls that will never finish;
-* delete audited calls past their retention.
+* delete audited calls past their retention;
+* delete resolved Message Batches requests (sealed prompts and answers) past theirs.
 
 Errors are logged and the chore runs again at the next tick.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from core.gateway.batch_retention import purge_resolved
 from core.logging import get_logger
 
 if TYPE_CHECKING:
@@ -37,6 +40,14 @@ async def housekeep(services: Services) -> dict[str, int]:
             done["call_audit_purged"] = await call_audit.purge_expired()
         except Exception:
             log.exception("purging expired call audits failed; next tick retries")
+    try:
+        done["batch_requests_purged"], done["message_batches_purged"] = await purge_resolved(
+            services.sessions,
+            retention=timedelta(days=services.settings.gateway.batch_retention_days),
+            now=datetime.now(UTC),
+        )
+    except Exception:
+        log.exception("purging resolved batch requests failed; next tick retries")
     if any(done.values()):
         log.info("housekeeping", **done)
     return done

@@ -373,7 +373,7 @@ async def cancel(session: AsyncSession, job_id: int, tenant_id: str | None) -> J
     return job
 
 
-LIVE = (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.AWAITING_REVIEW)
+LIVE = (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.AWAITING_REVIEW, JobStatus.AWAITING_BATCH)
 
 
 async def depth(session: AsyncSession) -> dict[str, int]:

@@ -121,6 +121,31 @@ class GatewaySettings(BaseModel):
     audit_retention_days: int = Field(
         30, ge=1, description="Days an encrypted call audit record is kept before purging."
     )
+    batch_max_requests: int = Field(
+        1000,
+        ge=1,
+        le=100_000,
+        description="Message Batches: submit a batch once this many requests wait.",
+    )
+    batch_max_wait_seconds: float = Field(
+        60, ge=0, description="Message Batches: or once the oldest waiting request waited this."
+    )
+    batch_poll_seconds: float = Field(
+        30, gt=0, description="Message Batches: how often a submitted batch is polled."
+    )
+    batch_max_resubmits: int = Field(
+        2,
+        ge=0,
+        le=10,
+        description="Message Batches: resubmissions of an expired or transiently errored "
+        "request before its job fails.",
+    )
+    batch_retention_days: int = Field(
+        7,
+        ge=1,
+        description="Message Batches: days a resolved request (its sealed prompt and answer) "
+        "is kept before housekeeping deletes it.",
+    )
     prompt_flag_provider: str | None = Field(
         None,
         pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",

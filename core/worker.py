@@ -34,6 +34,7 @@ import structlog
 from core.db.models import JobStatus
 from core.db.types import utcnow
 from core.errors import TerminalError
+from core.gateway.message_batches import MessageBatches
 from core.handlers import Handlers, JobContext, JobKind, Outcome
 from core.housekeeping import housekeep
 from core.logging import get_logger
@@ -43,7 +44,7 @@ from core.services import Services
 
 log = get_logger("switchyard.worker")
 
-OUTCOME_STATUSES = (JobStatus.DONE, JobStatus.AWAITING_REVIEW)
+OUTCOME_STATUSES = (JobStatus.DONE, JobStatus.AWAITING_REVIEW, JobStatus.AWAITING_BATCH)
 MAX_CLAIM_BACKOFF = 30.0
 
 
@@ -104,6 +105,9 @@ class Worker:
         self._wakeup = asyncio.Event()
         self._slots: set[asyncio.Task[None]] = set()
         self._inflight: dict[int, _InFlight] = {}
+        self._message_batches = MessageBatches(
+            services.gateway, services.sessions, services.keyring, settings.gateway
+        )
 
     def wake(self) -> None:
         """Claim now instead of at the next poll (an in-process enqueue just committed)."""
@@ -130,6 +134,8 @@ class Worker:
             )
             chores = settings.housekeeping_seconds
             periodic.append(asyncio.create_task(self._periodically(stop, chores, self._housekeep)))
+            every = self._message_batches.interval
+            periodic.append(asyncio.create_task(self._periodically(stop, every, self._batches)))
         try:
             await self._claim_loop(stop, kinds)
             await asyncio.gather(*periodic)
@@ -361,6 +367,10 @@ class Worker:
 
     async def _housekeep(self) -> None:
         await housekeep(self.services)
+
+    async def _batches(self) -> None:  # submit, poll, resolve (core.gateway.message_batches)
+        if (await self._message_batches.tick()).requeued:
+            self.wake()
 
 
 async def run_worker(

@@ -8,7 +8,10 @@ so one job's story reads top to bottom with its trace id:
 3. ``inputs`` — the allow-listed fields only, transformed, truncated and redacted (recorded
    as a hash and the field names, never the values);
 4. ``claude`` — the gateway call (task kind, prompt version, output tool), with at most one
-   repair of an answer that fails the schema (:mod:`core.flows.question`);
+   repair of an answer that fails the schema (:mod:`core.flows.question`); a ``batch: true``
+   flow asks through Message Batches instead (:mod:`core.flows.batched`): its first run
+   parks the job (``awaiting_batch``, a ``batch`` step) and the run after the answer
+   arrived uses it;
 5. ``patch`` — the answer mapped onto the target record; unchanged fields are dropped, and
    a patch that changes nothing is not written at all;
 6. ``review`` or ``write`` — a review item when the flow's rule fires or the target is an
@@ -32,6 +35,7 @@ from core import reviews
 from core.connections import get_connection
 from core.db.models import Connection, Event, FlowEnablement, JobStatus
 from core.errors import ConnectorTransientError, TerminalError
+from core.flows import batched
 from core.flows.catalog import FlowEntry
 from core.flows.expressions import evaluate, truthy
 from core.flows.inputs import build_inputs
@@ -89,6 +93,9 @@ async def run_flow(ctx: JobContext) -> Outcome:
 
     try:
         return await _run_steps(job, services, spec, steps, done)
+    except batched.AwaitingBatch as parked:  # the job waits for its Message Batches answer
+        steps.append(parked.step)
+        return Outcome(done().result, status=JobStatus.AWAITING_BATCH)
     except Exception as exc:
         # The story up to the failure, stored on the job beside last_error (the queue reads
         # this attribute): which record, what was sent (hashed), what Claude answered.
@@ -160,7 +167,7 @@ async def _run_steps(
         fillable=spec.inputs.keys(),
     )
     prompt = choice.prompt
-    answer = await ask(
+    answer = await (batched.asker(services, job) if spec.batch else ask)(
         services.gateway,
         spec,
         prompt,

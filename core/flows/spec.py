@@ -277,6 +277,15 @@ class FlowSpec(Strict):
             "over the tenant's policy, for free text found in this flow's prompts."
         ),
     )
+    batch: bool = Field(
+        default=False,
+        strict=True,
+        description=(
+            "Ask through the Message Batches API at half the price: each job waits "
+            "(awaiting_batch) until its batch answers, from minutes up to 24 hours. For flows "
+            "whose writes can wait."
+        ),
+    )
 
     @field_validator("inputs")
     @classmethod

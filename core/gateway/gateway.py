@@ -32,7 +32,7 @@ from core.gateway.catalog import Catalog, ModelInfo
 from core.gateway.governance import Governance
 from core.gateway.prepare import Prepared, prepare
 from core.gateway.records import CallRecord, Recorder
-from core.gateway.redaction import RedactionPolicy
+from core.gateway.redaction import RedactionPolicy, Redactor
 from core.gateway.response_cache import ResponseCache
 from core.gateway.routing import Route, RoutingTable
 from core.gateway.singleflight import SingleFlight, StreamFlight
@@ -241,6 +241,18 @@ class Gateway:
         self.audit(record, sent, completion.body)
         await self.governance.settle(reservation, record.cost_picodollars)
         return completion.restored(redactor)
+
+    async def prepare_deferred(
+        self, body: Mapping[str, Any], options: CallOptions
+    ) -> tuple[Prepared, Redactor | None, CallRecord]:
+        """The steps of :meth:`complete` before anything goes upstream (data policy and
+        redaction, routing, output cap, compression, cache breakpoints) and the call's
+        record, for a request sent later (:mod:`core.gateway.message_batches`)."""
+        body, redactor = await self.governance.redact(body, options.tenant_id, options.data_policy)
+        prepared = self._prepare(body, options)
+        record = self._new_record(body, options, prepared, stream=False)
+        record.redactions = redactor.counts() if redactor is not None else {}
+        return prepared, redactor, record
 
     async def _reserve(self, prepared: Prepared, options: CallOptions) -> Reservation | None:
         return await self.governance.reserve(

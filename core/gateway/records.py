@@ -169,6 +169,7 @@ class CallRecord:
     response_hash: str | None = None
     prompt_ref: str | None = None  # name@version from the prompt registry, if the caller said
     validation_failed: bool = False  # the caller's check of the answer failed
+    batch: bool = False  # answered through Message Batches, charged at the batch price
     redactions: dict[str, int] = field(default_factory=dict)  # per data class, never values
     attempts: list[AttemptRecord] = field(default_factory=list)
 

@@ -4,7 +4,8 @@ Requests go out as the caller's body, unchanged (unknown fields included), over 
 aiohttp session with keep-alive. Switchyard's own key is added here and nowhere else; the
 caller's ``anthropic-version`` and ``anthropic-beta`` are forwarded. Errors are translated
 at this boundary into :class:`UpstreamError` (transient or terminal by status), so the rest
-of the gateway never sees an HTTP library's type.
+of the gateway never sees an HTTP library's type. The Message Batches calls (create, get,
+list, cancel, results as JSONL lines) serve :mod:`core.gateway.message_batches`.
 
 Why not the official SDK here: the gateway only forwards bytes and reads usage, and on this
 project's 2-core machines the SDK's HTTP stack costs about 2.5 ms of CPU per call against
@@ -16,7 +17,7 @@ test and benchmark drives Switchyard through it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,7 @@ RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
 # Headers a caller may set that change what the API does; everything else stays ours.
 FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta")
 DEFAULT_VERSION = "2023-06-01"
+BATCHES = "/v1/messages/batches"
 
 
 class UpstreamError(SwitchyardError):
@@ -182,10 +184,16 @@ class Upstream:
     async def _post(
         self, path: str, body: Mapping[str, Any], headers: Mapping[str, str]
     ) -> aiohttp.ClientResponse:
+        return await self._request("POST", path, orjson.dumps(body), headers)
+
+    async def _request(
+        self, method: str, path: str, data: bytes | None, headers: Mapping[str, str]
+    ) -> aiohttp.ClientResponse:
         try:
-            response = await self._client().post(
+            response = await self._client().request(
+                method,
                 self._base_url + path,
-                data=orjson.dumps(body),
+                data=data,
                 headers={**self._headers, **headers},
             )
         except TimeoutError as exc:
@@ -233,6 +241,45 @@ class Upstream:
         self, body: Mapping[str, Any], headers: Mapping[str, str]
     ) -> UpstreamResponse:
         return await self._read(await self._post("/v1/messages/count_tokens", body, headers))
+
+    # ------------------------------------------------------------ Message Batches
+
+    async def create_batch(self, requests: Sequence[Mapping[str, Any]]) -> UpstreamResponse:
+        """``requests``: ``{"custom_id", "params"}`` each (see core.gateway.message_batches)."""
+        body = {"requests": list(requests)}
+        return await self._read(await self._post(BATCHES, body, {}))
+
+    async def get_batch(self, batch_id: str) -> UpstreamResponse:
+        return await self._read(await self._request("GET", f"{BATCHES}/{batch_id}", None, {}))
+
+    async def list_batches(self, *, limit: int = 100) -> UpstreamResponse:
+        return await self._read(await self._request("GET", f"{BATCHES}?limit={limit}", None, {}))
+
+    async def cancel_batch(self, batch_id: str) -> UpstreamResponse:
+        path = f"{BATCHES}/{batch_id}/cancel"
+        return await self._read(await self._request("POST", path, None, {}))
+
+    async def batch_results(self, batch_id: str) -> AsyncIterator[bytes]:
+        """The results file, one JSONL line at a time (lines of any length), as it arrives."""
+        response = await self._request("GET", f"{BATCHES}/{batch_id}/results", None, {})
+        pending = b""
+        try:
+            async for chunk in response.content.iter_any():
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield line
+            if pending.strip():
+                yield pending
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise UpstreamTransient(
+                f"the batch results from the Claude API broke off: {exc!r}",
+                http_status=0,
+                error_type="api_connection_error",
+            ) from exc
+        finally:
+            response.release()
 
     async def aclose(self) -> None:
         if self._session is not None:

@@ -2,11 +2,17 @@
 (workers, the scheduler and the operator CLI work across tenants).
 
 :mod:`.platform` holds the platform's tables, :mod:`.gateway` the Claude gateway's,
-:mod:`.prompts` the prompt registry's; all register on :class:`Base`'s metadata, which
-Alembic compares against the migrations.
+:mod:`.prompts` the prompt registry's, :mod:`.batches` the Message Batches'; all
+register on :class:`Base`'s metadata, which Alembic compares against the migrations.
 """
 
 from core.db.models.base import NAMING, Base
+from core.db.models.batches import (
+    BatchRequest,
+    BatchRequestStatus,
+    MessageBatch,
+    MessageBatchStatus,
+)
 from core.db.models.gateway import (
     Budget,
     BudgetPeriod,
@@ -42,6 +48,8 @@ __all__ = [
     "ApiKey",
     "AuditEntry",
     "Base",
+    "BatchRequest",
+    "BatchRequestStatus",
     "Budget",
     "BudgetPeriod",
     "BudgetReservation",
@@ -55,6 +63,8 @@ __all__ = [
     "GatewayRequest",
     "Job",
     "JobStatus",
+    "MessageBatch",
+    "MessageBatchStatus",
     "PromptRollout",
     "PromptVersion",
     "ReviewItem",

@@ -77,6 +77,8 @@ class GatewayRequest(Base):
     validation_failed: Mapped[bool] = mapped_column(
         Boolean, default=False, server_default=text("false")
     )
+    # Answered through the Message Batches API, and so charged at the batch price.
+    batch: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     response_hash: Mapped[str | None] = mapped_column(String(64))
     # Values replaced by placeholders before the call, per data class (never the values).
     redactions: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=text("'{}'"))

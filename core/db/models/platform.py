@@ -35,6 +35,7 @@ class JobStatus(enum.StrEnum):
     QUEUED = "queued"  # runnable once run_at has passed (also: waiting to retry)
     RUNNING = "running"  # leased by a worker until lease_expires_at
     AWAITING_REVIEW = "awaiting_review"  # parked until a reviewer decides
+    AWAITING_BATCH = "awaiting_batch"  # parked until its Message Batches request resolves
     DONE = "done"
     DEAD = "dead"  # out of attempts or terminal error; replayable
     CANCELLED = "cancelled"

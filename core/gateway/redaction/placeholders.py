@@ -81,6 +81,18 @@ class Redactor:
         """Occurrences replaced per data class so far (never the values)."""
         return dict(self._counts)
 
+    def placeholders(self) -> dict[str, str]:
+        """Placeholder → original value: secret, seal it before it is stored anywhere."""
+        return dict(self._reverse)
+
+    @classmethod
+    def restoring(cls, placeholders: Mapping[str, str]) -> Redactor:
+        """A redactor that only restores, from :meth:`placeholders`: for an answer that
+        arrives after the request's process is gone (Message Batches)."""
+        redactor = cls(())
+        redactor._reverse = dict(placeholders)
+        return redactor
+
     def redact_message_body(self, body: Mapping[str, Any]) -> dict[str, Any]:
         return walk_body(body, lambda text, _where: self.redact(text))
 

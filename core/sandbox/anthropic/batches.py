@@ -6,7 +6,9 @@ seconds a task on the server's loop answers each request with the same model as
 ``results_url``. Cancelling makes it ``canceling`` at once; the task then marks the
 requests it has not answered ``canceled`` and ends the batch. Results are JSONL
 (``application/x-jsonl``), one line per request keyed by ``custom_id``, in a deterministic
-shuffled order. ``expires_at`` is ``created_at`` + 24 h; batches do not expire here.
+shuffled order. ``expires_at`` is ``created_at`` + 24 h; batches do not expire here, but
+the sandbox's faults (``batch_*_rate``) can make single results ``errored`` (with the error
+response the API gives) or ``expired``, drawn per request from a seeded generator.
 """
 
 from __future__ import annotations
@@ -31,6 +33,13 @@ CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 YIELD_EVERY = 100  # requests answered between yields to the event loop
 
 Process = Callable[[str, dict[str, Any]], dict[str, Any]]
+# The injected result of the next request: "expired", an error type, or None (answer it).
+Fault = Callable[[], str | None]
+ERROR_MESSAGES = {
+    "api_error": "Internal server error",
+    "overloaded_error": "Overloaded",
+    "invalid_request_error": "The request parameters are invalid for this model",
+}
 
 
 def _stamp(moment: datetime | None) -> str | None:
@@ -97,11 +106,32 @@ def _requests(body: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
+def _errored(error_type: str, message: str) -> dict[str, Any]:
+    """An ``errored`` result as the API writes it: the error response a Messages call
+    would have answered (``{"type": "error", "error": {...}, "request_id": ...}``)."""
+    return {
+        "type": "errored",
+        "error": {
+            "type": "error",
+            "error": {"type": error_type, "message": message},
+            "request_id": f"req_01{secrets.token_hex(12)}",
+        },
+    }
+
+
 class BatchStore:
     """Batches by id, newest last; answers via ``process(api_key, params) -> message``."""
 
-    def __init__(self, process: Process, *, delay: float = 0.05, seed: int = 0) -> None:
+    def __init__(
+        self,
+        process: Process,
+        *,
+        delay: float = 0.05,
+        seed: int = 0,
+        fault: Fault = lambda: None,
+    ) -> None:
         self._process = process
+        self._fault = fault
         self.delay = delay
         self._seed = seed
         self._batches: dict[str, Batch] = {}
@@ -167,11 +197,15 @@ class BatchStore:
         return b"".join(lines)
 
     def _answer(self, batch: Batch, params: dict[str, Any]) -> dict[str, Any]:
+        injected = self._fault()
+        if injected == "expired":
+            return {"type": "expired"}
+        if injected is not None:
+            return _errored(injected, ERROR_MESSAGES.get(injected, injected))
         try:
             return {"type": "succeeded", "message": self._process(batch.api_key, params)}
         except ApiError as error:
-            detail = {"type": error.error_type, "message": error.message}
-            return {"type": "errored", "error": {"type": "error", "error": detail}}
+            return _errored(error.error_type, error.message)
 
     async def _run(self, batch: Batch) -> None:
         try:

@@ -22,6 +22,10 @@ class Faults:
       ``event: error`` (``overloaded_error``) and ends.
     * ``slow_rate``: the answer is ``slow_seconds`` later (not scaled by latency_scale).
     * ``schema_break_rate``: a ``tool_use`` input violates the tool's ``input_schema``.
+    * ``batch_errored_rate`` / ``batch_invalid_rate``: a Message Batches request's result
+      is ``errored`` with an ``api_error`` (transient) or an ``invalid_request_error``.
+    * ``batch_expired_rate``: a Message Batches request's result is ``expired`` (the API
+      did not get to it within 24 hours).
     """
 
     rate_429: float = 0.0
@@ -31,6 +35,9 @@ class Faults:
     slow_rate: float = 0.0
     slow_seconds: float = 1.0
     schema_break_rate: float = 0.0
+    batch_errored_rate: float = 0.0
+    batch_invalid_rate: float = 0.0
+    batch_expired_rate: float = 0.0
 
     def __post_init__(self) -> None:
         for field in fields(self):
@@ -78,3 +85,17 @@ def draw(faults: Faults, rng: random.Random) -> Fate:
         delay=f.slow_seconds if f.slow_rate and rng.random() < f.slow_rate else 0.0,
         schema_break=bool(f.schema_break_rate and rng.random() < f.schema_break_rate),
     )
+
+
+def draw_batch(faults: Faults, rng: random.Random) -> str | None:
+    """One batch request's injected result: ``"expired"``, an error type for ``errored``
+    (``api_error``, ``invalid_request_error``), or None to answer it. No draw when off."""
+    f = faults
+    for rate, outcome in (
+        (f.batch_expired_rate, "expired"),
+        (f.batch_errored_rate, "api_error"),
+        (f.batch_invalid_rate, "invalid_request_error"),
+    ):
+        if rate and rng.random() < rate:
+            return outcome
+    return None

@@ -22,7 +22,7 @@ from core.gateway.catalog import Catalog, RateLimits
 from core.sandbox.anthropic.app import create_app
 from core.sandbox.anthropic.batches import BatchStore
 from core.sandbox.anthropic.errors import RateLimited, injected
-from core.sandbox.anthropic.faults import Fate, Faults, draw
+from core.sandbox.anthropic.faults import Fate, Faults, draw, draw_batch
 from core.sandbox.anthropic.messages import (
     Turn,
     check_messages,
@@ -102,7 +102,10 @@ class AnthropicSandbox:
         self._limiter = RateLimiter(self.limits, clock)
         self._cache = PromptCache(clock)
         self._responder = Responder(text_tokens_range, seed)
-        self.batches = BatchStore(self._batch_answer, delay=batch_delay, seed=seed)
+        self._batch_rng = random.Random(f"{seed}:batches")
+        self.batches = BatchStore(
+            self._batch_answer, delay=batch_delay, seed=seed, fault=self._batch_fault
+        )
         self._forced: list[int] = []
         self._ids = itertools.count(1)
         self._id_stem = secrets.token_hex(5)
@@ -115,6 +118,7 @@ class AnthropicSandbox:
         self.batches.reset()
         self.stats = SandboxStats()
         self._rng = random.Random(self.seed)
+        self._batch_rng = random.Random(f"{self.seed}:batches")
         self._forced.clear()
 
     def fail_next(self, status: int, times: int = 1) -> None:
@@ -211,6 +215,12 @@ class AnthropicSandbox:
         check_messages(body)
         check_prompt_parts(body)
         return orjson.dumps({"input_tokens": count_tokens(body, model)[0]})
+
+    def _batch_fault(self) -> str | None:
+        injected = draw_batch(self.faults, self._batch_rng)
+        if injected is not None:
+            self.stats.batch_injected[injected] += 1
+        return injected
 
     def _batch_answer(self, api_key: str, params: dict[str, Any]) -> dict[str, Any]:
         """One batch request answered (no rate limits, no latency, batch service tier)."""

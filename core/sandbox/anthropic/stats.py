@@ -25,7 +25,9 @@ class SandboxStats:
     ``requests`` counts every HTTP request; ``responses`` counts them by status (a stream
     counts as its 200 even when it later sends ``event: error``); ``rate_limited`` counts
     429s from the buckets (injected 429s are in ``injected``, keyed by status);
-    ``mid_stream_errors`` counts streams ended by an error event.
+    ``mid_stream_errors`` counts streams ended by an error event; ``batch_requests``
+    counts batch requests answered and ``batch_injected`` the injected batch results, by
+    outcome (``expired``, ``api_error``, ``invalid_request_error``).
     """
 
     requests: int = 0
@@ -35,6 +37,7 @@ class SandboxStats:
     streams: int = 0
     mid_stream_errors: int = 0
     batch_requests: int = 0
+    batch_injected: Counter[str] = field(default_factory=Counter)
     usage: dict[str, ModelUsage] = field(default_factory=dict)
 
     def model(self, model_id: str) -> ModelUsage:
