@@ -30,6 +30,7 @@ from core.logging import get_logger
 from core.queue import new_trace_id
 from core.services import Services
 from core.web import problems
+from core.web.direct import DirectRoutes
 from core.web.docs import install_docs
 from core.web.limits import BodyLimitMiddleware
 from core.web.routers import (
@@ -156,7 +157,9 @@ def create_app(services: Services) -> FastAPI:
     for module in (jobs, connections, flows, prompts, budgets, subscriptions, usage, call_audit):
         app.include_router(module.router, responses=problems.API_PROBLEMS)
 
-    # Added innermost first: the request context must wrap the body limit's 413s.
+    # Added innermost first: the request context must wrap the body limit's 413s, and
+    # both must wrap the Messages API's direct routes.
+    app.add_middleware(DirectRoutes, routes=messages.DIRECT_ROUTES)
     app.add_middleware(
         BodyLimitMiddleware,
         hook_max_bytes=services.settings.hook_max_body_bytes,

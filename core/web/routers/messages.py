@@ -190,3 +190,10 @@ def _headers(trace_id: str, model: str | None, upstream_request_id: str | None) 
     if upstream_request_id:
         headers["x-switchyard-upstream-request-id"] = upstream_request_id
     return headers
+
+
+# Served by core.web.direct ahead of the router (the gateway's hot path).
+DIRECT_ROUTES = {
+    ("POST", "/v1/messages"): create_message,
+    ("POST", "/v1/messages/count_tokens"): count_tokens,
+}
