@@ -33,7 +33,7 @@ from core.errors import TerminalError
 from core.flows.answers import extract_answer, repair_messages
 from core.flows.inputs import PromptInputs
 from core.flows.prompts import Prompt
-from core.flows.question import Answer, AnswerInvalid, build_request
+from core.flows.question import Answer, AnswerInvalid, build_request, call_options
 from core.flows.spec import FlowSpec
 from core.gateway.admission import Priority
 from core.gateway.calls import CallOptions
@@ -86,16 +86,13 @@ def asker(services: Services, job: ClaimedJob) -> Callable[..., Awaitable[Answer
         priority: Priority = Priority.BACKGROUND,
         **_more: Any,  # what ask() gains later (rollout details) does not change a batch
     ) -> Answer:
-        options = CallOptions(
+        options = call_options(
+            spec,
+            prompt,
             tenant_id=tenant_id,
             trace_id=trace_id,
             feature=feature,
-            task=spec.task,
             priority=priority,
-            data_policy=spec.data_policy,
-            prompt_ref=prompt.ref,
-            validate=lambda message: extract_answer(message, spec.output).ok,
-            escalate=False,
         )
         body = build_request(spec, prompt, inputs)
         digest = question_sha256(body)

@@ -65,6 +65,30 @@ def _call_summary(completion: Any) -> dict[str, Any]:
     }
 
 
+def call_options(
+    spec: FlowSpec,
+    prompt: Prompt,
+    *,
+    tenant_id: str,
+    trace_id: str,
+    feature: str,
+    priority: Priority = Priority.BACKGROUND,
+) -> CallOptions:
+    """How a flow's question goes through the gateway (real time or in a batch)."""
+    return CallOptions(
+        tenant_id=tenant_id,
+        trace_id=trace_id,
+        feature=feature,
+        task=spec.task,
+        priority=priority,
+        data_policy=spec.data_policy,
+        prompt_ref=prompt.ref,
+        # Counted on the call record; the one repair turn replaces escalation.
+        validate=lambda message: extract_answer(message, spec.output).ok,
+        escalate=False,
+    )
+
+
 async def ask(
     gateway: Gateway,
     spec: FlowSpec,
@@ -76,17 +100,8 @@ async def ask(
     feature: str,
     priority: Priority = Priority.BACKGROUND,
 ) -> Answer:
-    options = CallOptions(
-        tenant_id=tenant_id,
-        trace_id=trace_id,
-        feature=feature,
-        task=spec.task,
-        priority=priority,
-        data_policy=spec.data_policy,
-        prompt_ref=prompt.ref,
-        # Counted on the call record; the repair turn below replaces escalation.
-        validate=lambda message: extract_answer(message, spec.output).ok,
-        escalate=False,
+    options = call_options(
+        spec, prompt, tenant_id=tenant_id, trace_id=trace_id, feature=feature, priority=priority
     )
     body = build_request(spec, prompt, inputs)
     completion = await gateway.complete(body, options)

@@ -24,6 +24,17 @@ router = APIRouter(prefix="/v1/usage", tags=["usage"])
 Reader = Annotated[Principal, Depends(require(*ANY_ROLE))]
 
 _KEYS = ", ".join(key.value for key in GroupKey)
+Since = Annotated[
+    datetime | None,
+    Query(description="ISO 8601 with a timezone; inclusive. Default: until - 24 h."),
+]
+Until = Annotated[
+    datetime | None,
+    Query(
+        description=f"ISO 8601 with a timezone; exclusive. Default: now. "
+        f"At most {MAX_RANGE.days} days after since."
+    ),
+]
 
 
 @router.get(
@@ -35,17 +46,8 @@ _KEYS = ", ".join(key.value for key in GroupKey)
 async def get_usage(
     session: SessionDep,
     principal: Reader,
-    since: Annotated[
-        datetime | None,
-        Query(description="ISO 8601 with a timezone; inclusive. Default: until - 24 h."),
-    ] = None,
-    until: Annotated[
-        datetime | None,
-        Query(
-            description=f"ISO 8601 with a timezone; exclusive. Default: now. "
-            f"At most {MAX_RANGE.days} days after since."
-        ),
-    ] = None,
+    since: Since = None,
+    until: Until = None,
     group_by: Annotated[
         str | None,
         Query(max_length=100, description=f"Comma-separated keys from: {_KEYS}."),
@@ -72,14 +74,8 @@ async def compare_prompt_versions(
     session: SessionDep,
     principal: Reader,
     services: ServicesDep,
-    since: Annotated[
-        datetime | None,
-        Query(description="ISO 8601 with a timezone; inclusive. Default: until - 24 h."),
-    ] = None,
-    until: Annotated[
-        datetime | None,
-        Query(description="ISO 8601 with a timezone; exclusive. Default: now."),
-    ] = None,
+    since: Since = None,
+    until: Until = None,
 ) -> PromptComparison:
     return await compare_versions(
         session,
