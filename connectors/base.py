@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -164,6 +165,24 @@ class PollResult:
     more: bool = False  # another page is ready now
 
 
+class StateStore(Protocol):
+    """Durable state of one connection, encrypted at rest and shared by every process.
+
+    For what a connector learns while it runs and must not lose or fork between workers:
+    OAuth tokens that rotate (a refresh token used once is gone), the identity it writes
+    as. ``lock`` serialises one kind of work across every process (one token refresh at a
+    time, so concurrent jobs do not stampede a token endpoint); it raises
+    ``ConnectorTransientError`` if the lock stays busy, and a holder that dies releases
+    it when its lease runs out.
+    """
+
+    async def get(self, key: str) -> dict[str, Any] | None: ...
+
+    async def put(self, key: str, value: Mapping[str, Any]) -> None: ...
+
+    def lock(self, name: str) -> AbstractAsyncContextManager[None]: ...
+
+
 @dataclass(frozen=True)
 class ConnectorContext:
     """What core tells a connector about its surroundings."""
@@ -171,6 +190,10 @@ class ConnectorContext:
     connection_id: str
     webhook_tolerance_seconds: int = 300
     http_timeout_seconds: float = 30.0
+    state: StateStore | None = None
+    # The URL the platform calls for this connection's webhooks (SWITCHYARD_PUBLIC_URL +
+    # /hooks/{id}), for signatures that cover the URL; None: use the URL as received.
+    public_hook_url: str | None = None
 
 
 @runtime_checkable

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from connectors.base import Connector, ConnectorContext, ConnectorFactory
 from connectors.registry import ConnectorRegistry
 from core import netguard
+from core.connector_state import DatabaseStateStore
 from core.crypto import DecryptionFailed, KeyRing
 from core.db.models import Connection
 from core.db.types import new_id, utcnow
@@ -130,6 +131,13 @@ async def rotate_secrets(session: AsyncSession, keyring: KeyRing) -> int:
     return changed
 
 
+def public_hook_url(settings: Settings, connection_id: str) -> str | None:
+    """Where the platform delivers this connection's webhooks, as it sees it."""
+    if not settings.public_url:
+        return None
+    return f"{settings.public_url.rstrip('/')}/hooks/{connection_id}"
+
+
 CONNECTOR_SETTING = "SWITCHYARD_CONNECTOR_ALLOW_NETWORKS"
 
 # Webhook ingress reads a connection at most this often: a changed secret or a deleted
@@ -140,10 +148,17 @@ INGRESS_ROW_SECONDS = 1.0
 class ConnectorPool:
     """One live connector per connection, rebuilt when the connection row changes."""
 
-    def __init__(self, registry: ConnectorRegistry, keyring: KeyRing, settings: Settings) -> None:
+    def __init__(
+        self,
+        registry: ConnectorRegistry,
+        keyring: KeyRing,
+        settings: Settings,
+        sessions: async_sessionmaker[AsyncSession] | None = None,
+    ) -> None:
         self.registry = registry
         self._keyring = keyring
         self._settings = settings
+        self._sessions = sessions  # for connector state; None: connectors get no store
         self._live: dict[str, tuple[datetime, Connector]] = {}
         self._rows: dict[str, tuple[float, Connection]] = {}
         self._retired: list[Connector] = []
@@ -184,6 +199,12 @@ class ConnectorPool:
             ConnectorContext(
                 connection_id=connection.id,
                 webhook_tolerance_seconds=self._settings.webhook_tolerance_seconds,
+                state=(
+                    DatabaseStateStore(self._sessions, self._keyring, connection.id)
+                    if self._sessions is not None
+                    else None
+                ),
+                public_hook_url=public_hook_url(self._settings, connection.id),
             ),
         )
         self._live[connection.id] = (connection.updated_at, connector)

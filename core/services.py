@@ -79,6 +79,7 @@ def build_services(
             registry if registry is not None else ConnectorRegistry.from_entry_points(),
             keyring,
             settings,
+            sessions,
         ),
         metrics=metrics,
         flows=catalog,

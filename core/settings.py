@@ -189,6 +189,13 @@ class Settings(BaseSettings):
     hook_max_body_bytes: int = Field(1_048_576, gt=0, description="Webhook body limit.")
     api_max_body_bytes: int = Field(1_048_576, gt=0, description="API request body limit.")
     webhook_tolerance_seconds: int = Field(300, gt=0, description="Max age of a signed hook.")
+    public_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s/]+(/[^\s]*)?$",
+        description="The URL platforms reach Switchyard at (behind a proxy, its public "
+        "address), e.g. https://switchyard.example.com: webhook signatures that cover the "
+        "URL are checked against PUBLIC_URL/hooks/{connection_id}.",
+    )
     worker_concurrency: int = Field(8, gt=0, le=1024, description="Jobs run at once.")
     worker_metrics_port: int | None = Field(
         None,

@@ -102,6 +102,22 @@ class Connection(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+class ConnectorStateRow(Base):
+    """A connector's durable state for one connection (see :mod:`core.connector_state`):
+    a sealed value, or a lock's owner and lease."""
+
+    __tablename__ = "connector_state"
+
+    connection_id: Mapped[str] = mapped_column(
+        ForeignKey("connections.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    sealed: Mapped[str | None] = mapped_column(Text)
+    lock_owner: Mapped[str | None] = mapped_column(String(32))
+    lock_expires_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class FlowEnablement(Base):
     """Which flows a CRM admin switched on for a connection."""
 
