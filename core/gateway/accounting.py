@@ -21,6 +21,8 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+import orjson
+
 from core.gateway.catalog import ModelInfo, Rates
 
 MILLION = Decimal(1_000_000)
@@ -174,3 +176,20 @@ def naive_cost(usage: Usage, naive_model: ModelInfo, *, at: datetime | date) -> 
     every prompt token as plain input, plus the output; long-prompt rules apply."""
     plain = Usage(input_tokens=usage.prompt_tokens, output_tokens=usage.output_tokens)
     return cost(naive_model, plain, at=at).total
+
+
+PICO = Decimal(10) ** 12
+
+
+def picodollars(amount: Decimal) -> int:
+    """USD as whole picodollars (1e-12), the integer unit call records and budgets sum."""
+    return int((amount * PICO).to_integral_value())
+
+
+def usage_of_body(body: bytes) -> Usage:
+    """The usage of a Messages API answer's JSON body; empty usage if it has none."""
+    try:
+        message = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return Usage()
+    return Usage.from_api(message.get("usage") if isinstance(message, dict) else None)

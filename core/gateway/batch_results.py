@@ -37,7 +37,7 @@ from core.db.models import BatchRequest, Job, MessageBatch
 from core.db.models import BatchRequestStatus as RS
 from core.db.models import MessageBatchStatus as BS
 from core.gateway import accounting
-from core.gateway.gateway import picodollars
+from core.gateway.accounting import picodollars
 from core.gateway.message_batches import record_from, record_template, requeue_jobs
 from core.gateway.message_batches import reservation_from as _reservation
 from core.gateway.records import REQUESTS, UPSTREAM_CALLS, AttemptRecord, CallRecord, insert_for

@@ -16,13 +16,13 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 import orjson
 
 from core.db.types import new_id
 from core.gateway import accounting
+from core.gateway.accounting import picodollars, usage_of_body
 from core.gateway.admission import Admission, Priority
 from core.gateway.attempts import Attempted, T, fill_attempt_usage, with_admission_and_retry
 from core.gateway.budgets import Reservation
@@ -41,12 +41,6 @@ from core.gateway.telemetry import GatewayTelemetry
 from core.gateway.upstream import Upstream, UpstreamError, UpstreamResponse, UpstreamStream
 from core.retry import RetryPolicy
 from core.settings import GatewaySettings
-
-PICO = Decimal(10) ** 12
-
-
-def picodollars(amount: Decimal) -> int:
-    return int((amount * PICO).to_integral_value())
 
 
 @dataclass(frozen=True)
@@ -281,7 +275,7 @@ class Gateway:
                 record,
                 started,
             )
-            usage = _usage_of(attempted.answer.body)
+            usage = usage_of_body(attempted.answer.body)
             attempted.permit.settle(
                 input_tokens=usage.input_tokens + usage.cache_creation_input_tokens,
                 output_tokens=usage.output_tokens,
@@ -404,11 +398,3 @@ class Gateway:
         await self.recorder.aclose()
         await self.admission.aclose()
         await self.upstream.aclose()
-
-
-def _usage_of(body: bytes) -> accounting.Usage:
-    try:
-        message = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return accounting.Usage()
-    return accounting.Usage.from_api(message.get("usage") if isinstance(message, dict) else None)
