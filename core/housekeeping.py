@@ -6,7 +6,8 @@ compare-and-set updates), so there is no leader to elect:
 * release budget reservations whose call never settled (a crashed process's), so a budget
   is not held hostage by calls that will never finish;
 * delete audited calls past their retention;
-* delete resolved Message Batches requests (sealed prompts and answers) past theirs.
+* delete resolved Message Batches requests (sealed prompts and answers) past theirs;
+* expire review items nobody decided in time (their jobs end without writing).
 
 Errors are logged and the chore runs again at the next tick.
 """
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from core.gateway.batch_retention import purge_resolved
 from core.logging import get_logger
+from core.review_decisions import expire_due
 
 if TYPE_CHECKING:
     from core.services import Services
@@ -40,6 +42,10 @@ async def housekeep(services: Services) -> dict[str, int]:
             done["call_audit_purged"] = await call_audit.purge_expired()
         except Exception:
             log.exception("purging expired call audits failed; next tick retries")
+    try:
+        done["review_items_expired"] = await expire_due(services)
+    except Exception:
+        log.exception("expiring review items failed; next tick retries")
     try:
         done["batch_requests_purged"], done["message_batches_purged"] = await purge_resolved(
             services.sessions,

@@ -2,12 +2,13 @@
 
 The flow engine creates one when a flow's review rule fires or its target is an ERP, and
 parks the job (``awaiting_review``). One item per job (a unique key), so a job that runs
-twice proposes once. Decisions and the queue UI build on these rows.
+twice proposes once. Decisions (approve, reject, expiry) are :mod:`core.review_decisions`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -34,6 +35,8 @@ async def propose(
     reasons: Sequence[str],
     trace_id: str,
     prompt_ref: str | None = None,
+    triggered_by: str | None = None,
+    expires_at: datetime | None = None,
 ) -> ReviewItem:
     """The job's review item, created now or found from an earlier run of the same job."""
     row = {
@@ -52,6 +55,8 @@ async def propose(
         "status": ReviewStatus.PENDING.value,
         "trace_id": trace_id,
         "prompt_ref": prompt_ref,
+        "triggered_by": triggered_by,
+        "expires_at": expires_at,
         "created_at": utcnow(),
     }
     await session.execute(

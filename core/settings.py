@@ -189,6 +189,17 @@ class Settings(BaseSettings):
     hook_max_body_bytes: int = Field(1_048_576, gt=0, description="Webhook body limit.")
     api_max_body_bytes: int = Field(1_048_576, gt=0, description="API request body limit.")
     webhook_tolerance_seconds: int = Field(300, gt=0, description="Max age of a signed hook.")
+    review_four_eyes: bool = Field(
+        True,
+        description="Whoever triggered a change cannot approve its review item; false lets "
+        "them (a team of one).",
+    )
+    review_expiry_hours: float = Field(
+        72,
+        gt=0,
+        description="A review item nobody decided within this many hours expires; its job "
+        "ends without writing.",
+    )
     public_url: str | None = Field(
         None,
         pattern=r"^https?://[^\s/]+(/[^\s]*)?$",

@@ -26,6 +26,7 @@ stops new work, and a job already past this check runs to its end.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -33,9 +34,10 @@ from sqlalchemy import select
 from connectors.base import ChangeType, Connector, ConnectorKind, RecordRef, WriteStatus
 from core import reviews
 from core.connections import get_connection
-from core.db.models import Connection, Event, FlowEnablement, JobStatus
+from core.db.models import Connection, Event, FlowEnablement, JobStatus, ReviewStatus
+from core.db.types import utcnow
 from core.errors import ConnectorTransientError, TerminalError
-from core.flows import batched
+from core.flows import approved, batched
 from core.flows.catalog import FlowEntry
 from core.flows.expressions import evaluate, truthy
 from core.flows.inputs import build_inputs
@@ -119,6 +121,12 @@ async def _run_steps(
     assert job.event_id is not None
     assert job.flow is not None
     assert job.tenant_id is not None
+    reviewed = await approved.review_of(services, job.id)
+    if reviewed is not None and reviewed.status != ReviewStatus.PENDING.value:
+        return await approved.carry_out(services, job, reviewed)
+    if reviewed is not None:  # run again while it waits (a replay): nothing to redo
+        steps.append({"step": "review", "review_item": reviewed.id, "waiting": True})
+        return Outcome(done().result, status=JobStatus.AWAITING_REVIEW)
     if not await _enabled(services, job.connection_id, job.flow):
         steps.append({"step": "enabled", "skipped": "the flow was disabled on this connection"})
         return done()
@@ -240,6 +248,8 @@ async def _run_steps(
                 reasons=reasons,
                 trace_id=job.trace_id,
                 prompt_ref=prompt.ref,
+                triggered_by=_triggered_by(event),
+                expires_at=utcnow() + timedelta(hours=services.settings.review_expiry_hours),
             )
         steps.append({"step": "review", "review_item": item.id, "reasons": reasons})
         return Outcome(done(output=answer.output).result, status=JobStatus.AWAITING_REVIEW)
@@ -297,6 +307,15 @@ def _review_reasons(
     if erp and not (rule is ReviewMode.NEVER and _unreviewed(connection)):
         return ["ERP target: every write is reviewed"]
     return []
+
+
+def _triggered_by(event: Event) -> str | None:
+    """Who made the change, when the connector reported it (``data["changed_by"]``, an
+    email where the platform has one): they cannot approve the write (four eyes)."""
+    changed_by = (event.data or {}).get("changed_by")
+    if not isinstance(changed_by, str) or not changed_by.strip():
+        return None
+    return f"platform:{changed_by.strip().lower()}"[:200]
 
 
 def _unreviewed(connection: Connection) -> bool:

@@ -138,6 +138,18 @@ def _record_id(writeback: WritebackSpec, data: Mapping[str, Any], record: Record
     return str(value)
 
 
+def check_fields(fields: Mapping[str, Any], target_fields: Sequence[FieldMeta] | None) -> None:
+    """Each field exists on the target, is writable and, for a picklist, holds an allowed
+    value (a reviewer's edit is checked like the flow's own patch); without metadata from
+    the connector nothing can be checked."""
+    if not target_fields:
+        return
+    metadata = {meta.name: meta for meta in target_fields}
+    for name, value in fields.items():
+        _check_writable(name, metadata)
+        _check_picklist(name, value, metadata[name])
+
+
 def _check_writable(name: str, metadata: Mapping[str, FieldMeta]) -> None:
     meta = metadata.get(name)
     if meta is None:

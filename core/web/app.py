@@ -44,6 +44,7 @@ from core.web.routers import (
     messages,
     metrics,
     prompts,
+    reviews,
     subscriptions,
     usage,
 )
@@ -154,7 +155,17 @@ def create_app(services: Services) -> FastAPI:
     problems.install_problem_handlers(app)
     for module in (health, metrics, hooks, problems, messages):
         app.include_router(module.router)
-    for module in (jobs, connections, flows, prompts, budgets, subscriptions, usage, call_audit):
+    for module in (
+        jobs,
+        connections,
+        flows,
+        prompts,
+        reviews,
+        budgets,
+        subscriptions,
+        usage,
+        call_audit,
+    ):
         app.include_router(module.router, responses=problems.API_PROBLEMS)
 
     # Added innermost first: the request context must wrap the body limit's 413s, and

@@ -115,4 +115,23 @@ def require_without_transaction(*roles: Role) -> Callable[..., Awaitable[Princip
     return dependency
 
 
+def require_outside_transaction(*roles: Role) -> Callable[..., Awaitable[Principal]]:
+    """Like :func:`require`, for routes that talk to a platform and write in transactions of
+    their own (review decisions): the key is looked up now, never from the cache (a decision
+    must not outlive a revocation), in a transaction that ends before the handler runs."""
+    allowed = set(roles)
+
+    async def dependency(
+        services: ServicesDep,
+        bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+        api_key: Annotated[str | None, Depends(_api_key_header)],
+    ) -> Principal:
+        presented = _presented_key(bearer, api_key)
+        async with services.sessions() as session:
+            principal = await authenticate(session, presented)
+        return _holding(principal, allowed)
+
+    return dependency
+
+
 ANY_ROLE = (Role.ADMIN, Role.REVIEWER, Role.SERVICE)

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
-from core import signing
+from core import reviews, signing
 from core.auth import create_api_key, create_tenant
 from core.db.models import (
     AuditEntry,
@@ -18,6 +18,7 @@ from core.db.models import (
     Event,
     FlowEnablement,
     Job,
+    JobStatus,
     Role,
     Subscription,
 )
@@ -188,3 +189,31 @@ def assert_problem(response: httpx.Response, status: int, problem_type: str) -> 
     assert body["instance"] == response.request.url.path
     assert body["trace_id"] == response.headers["x-trace-id"]
     return body
+
+
+async def propose_review(
+    services: Services, tenant_id: str, job_id: int, connection_id: str, record_id: str = "a-2"
+) -> str:
+    """A pending review item for ``job_id`` (as the flow engine proposes one); its id.
+
+    No expected version: approving it writes blind, so no records API is needed."""
+    async with services.sessions.begin() as session:
+        item = await reviews.propose(
+            session,
+            tenant_id=tenant_id,
+            job_id=job_id,
+            flow="webhook/ticket_updates",
+            connection_id=connection_id,
+            object_name="ticket",
+            record_id=record_id,
+            expected_version=None,
+            before={"category": None},
+            patch={"category": "bug", "summary": "Printer on fire"},
+            output={"category": "bug", "summary": "Printer on fire"},
+            reasons=["review rule: record.status == 'escalated'"],
+            trace_id="a" * 32,
+        )
+        await session.execute(
+            update(Job).where(Job.id == job_id).values(status=JobStatus.AWAITING_REVIEW.value)
+        )
+        return item.id

@@ -29,6 +29,7 @@ from core.db.models import (
     Job,
     JobStatus,
     PromptRollout,
+    ReviewItem,
     Subscription,
 )
 from core.services import Services
@@ -39,6 +40,7 @@ from tests.web.support import (
     create_webhook_connection,
     deliver,
     enable_flow,
+    propose_review,
     ticket,
 )
 from tests.web.test_call_audit_api import audited_call
@@ -60,6 +62,7 @@ class World:
     a_subscription: str
     a_delivery: int
     a_call: str  # an audited gateway call
+    a_review: str  # a pending review item
     b_connection: str
     b_jobs: list[int]
     b_subscription: str
@@ -123,6 +126,7 @@ async def _build_world(
         a_subscription=a_subscription,
         a_delivery=a_delivery,
         a_call=await audited_call(services, a.id),
+        a_review=await propose_review(services, a.id, a_jobs[1], a_conn["id"]),
         b_connection=b_conn["id"],
         b_jobs=await _jobs_of(services, b_conn["id"]),
         b_subscription=await _subscribe(client, b),
@@ -152,6 +156,7 @@ async def _tenant_state(services: Services, tenant_id: str) -> dict[str, Any]:
             "subscriptions": await rows(Subscription.id, Subscription.active, Subscription.url),
             "deliveries": await rows(Delivery.id, Delivery.status, Delivery.attempts),
             "call_audit": await rows(CallAudit.id, CallAudit.key_id, CallAudit.sealed),
+            "reviews": await rows(ReviewItem.id, ReviewItem.status, ReviewItem.decided_by),
             "rollouts": await rows(
                 PromptRollout.id, PromptRollout.share_basis_points, PromptRollout.updated_at
             ),
@@ -336,7 +341,21 @@ async def _compare_prompt(client: httpx.AsyncClient, world: World) -> None:
     assert response.json()["versions"] == []  # A's calls (if any) never count
 
 
+async def _list_reviews(client: httpx.AsyncClient, world: World) -> None:
+    response = await client.get("/v1/reviews", headers=world.b.headers())
+    assert response.status_code == 200
+    assert response.json()["data"] == []  # A's pending item is A's alone
+
+
 WALK: dict[tuple[str, str], Probe] = {
+    ("GET", "/v1/reviews"): _list_reviews,
+    ("GET", "/v1/reviews/{review_id}"): _not_found("GET", lambda w: f"/v1/reviews/{w.a_review}"),
+    ("POST", "/v1/reviews/{review_id}/approve"): _not_found(
+        "POST", lambda w: f"/v1/reviews/{w.a_review}/approve", {}
+    ),
+    ("POST", "/v1/reviews/{review_id}/reject"): _not_found(
+        "POST", lambda w: f"/v1/reviews/{w.a_review}/reject", {"reason": "not mine"}
+    ),
     ("GET", "/v1/prompts"): _list_prompts,
     ("GET", "/v1/prompts/{name}"): _get_prompt,
     ("PUT", "/v1/prompts/{name}/rollout"): _put_rollout,

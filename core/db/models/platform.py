@@ -263,6 +263,7 @@ class ReviewStatus(enum.StrEnum):
     WRITTEN = "written"
     CONFLICT = "conflict"  # the record changed after the proposal; not overwritten
     FAILED = "failed"
+    EXPIRED = "expired"  # nobody decided within SWITCHYARD_REVIEW_EXPIRY_HOURS
 
 
 class ReviewItem(Base):
@@ -272,6 +273,7 @@ class ReviewItem(Base):
     __table_args__ = (
         CheckConstraint(enum_check("status", ReviewStatus), name="status"),
         Index("ix_review_items_tenant_status", "tenant_id", "status", "id"),
+        Index("ix_review_items_status_expires", "status", "expires_at"),
         UniqueConstraint("job_id"),  # a job that runs twice proposes once
     )
 
@@ -290,6 +292,12 @@ class ReviewItem(Base):
     status: Mapped[str] = mapped_column(String(16), default=ReviewStatus.PENDING.value)
     trace_id: Mapped[str] = mapped_column(String(32))
     prompt_ref: Mapped[str | None] = mapped_column(String(120))  # the version that answered
+    # Who caused the change (the platform's user, or the API key that re-ran the job): they
+    # cannot approve it (four eyes).
+    triggered_by: Mapped[str | None] = mapped_column(String(200))
+    # What an approval writes: the patch, or the reviewer's edit of it.
+    approved_patch: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    expires_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     decided_at: Mapped[datetime | None]
     decided_by: Mapped[str | None] = mapped_column(String(200))

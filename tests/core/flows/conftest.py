@@ -106,6 +106,7 @@ class World:
             record_id="T-1",
             change_type=event.get("change_type", ChangeType.UPDATED),
             changed_fields=tuple(event.get("changed_fields", ("body",))),
+            data=event.get("data", {}),
         )
         async with self.services.sessions.begin() as session:
             connection = await session.get(Connection, self.connection_id)
