@@ -8,15 +8,14 @@ carries the job's idempotency key, so a worker crash after the approval neither 
 write nor performs it twice.
 
 * **Approve.** Reviewer or admin role. Four eyes (``SWITCHYARD_REVIEW_FOUR_EYES``, on by
-  default): whoever triggered the change cannot approve it. Connectors report the platform user who made a change as
-  ``ChangeEvent.data["changed_by"]`` (an email where the platform has one); it is kept as
-  ``triggered_by`` = ``platform:<email>`` and compared with the approver's key and the
-  email of the user that key belongs to. Edits may only change fields the proposal
-  writes, and are checked against the target's field metadata as the flow's own patch was
-  (writable, picklist). If
-  the record changed since the proposal (its version differs), the approval is refused
-  (409 ``review-stale``) and the item is refreshed to the record's current values, for a
-  fresh decision.
+  default): whoever triggered the change cannot approve it. Connectors report the platform
+  user who made a change as ``ChangeEvent.data["changed_by"]`` (an email where the platform
+  has one); it is kept as ``triggered_by`` = ``platform:<email>`` and compared with the
+  approver's key and the email of the user that key belongs to. Edits may only change
+  fields the proposal writes, and are checked against the target's field metadata as the
+  flow's own patch was (writable, picklist). If the record changed since the proposal (its
+  version differs), the approval is refused (409 ``review-stale``) and the item is
+  refreshed to the record's current values, for a fresh decision.
 * **Reject.** With a reason; the job ends without writing.
 * **Expire.** Housekeeping expires items nobody decided within
   ``SWITCHYARD_REVIEW_EXPIRY_HOURS``; their jobs end without writing.

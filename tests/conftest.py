@@ -18,6 +18,7 @@ from core.crypto import generate_key
 from core.db.migrate import upgrade
 from core.db.models import Base
 from core.flows.catalog import FlowCatalog
+from core.logging import configure_logging
 from core.services import Services, build_services
 from core.settings import Settings, load_settings
 
@@ -28,8 +29,11 @@ TEST_KEY = f"test:{generate_key()}"
 @pytest.fixture(autouse=True)
 def _default_logging() -> None:
     """Code under test (the CLI) may configure structlog to print to the stream pytest
-    captured for that test, which is closed afterwards; every test starts from defaults."""
+    captured for that test, which is closed afterwards; every test starts afresh, with the
+    plain tracebacks servers use (structlog's default renderer draws each logged traceback
+    with its local variables: secrets, and about a second of event-loop time each)."""
     structlog.reset_defaults()
+    configure_logging("info", "console")
 
 
 @pytest.fixture(scope="session")

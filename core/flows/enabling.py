@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db.models import Connection
 from core.errors import SwitchyardError
@@ -42,9 +41,12 @@ def _refuse(name: str, problems: list[Problem]) -> FlowInvalid:
 
 
 async def check_flow_for_connection(
-    session: AsyncSession, services: Services, entry: FlowEntry, connection: Connection
+    services: Services, entry: FlowEntry, connection: Connection
 ) -> None:
-    """Raise :class:`FlowInvalid` unless ``entry`` may run on ``connection``."""
+    """Raise :class:`FlowInvalid` unless ``entry`` may run on ``connection``.
+
+    Call it with no transaction open: ``describe`` may make the connector sign in and store
+    its token (its own transaction), and asks the platform, which takes time."""
     if not entry.ok or entry.spec is None:
         raise _refuse(entry.name, entry.problems)
     spec = entry.spec
@@ -52,11 +54,12 @@ async def check_flow_for_connection(
     target_connection = connection
     name = spec.writeback.connection if spec.writeback else None
     if name is not None and name != connection.name:
-        other = await session.scalar(
-            select(Connection).where(
-                Connection.tenant_id == connection.tenant_id, Connection.name == name
+        async with services.sessions() as session:
+            other = await session.scalar(
+                select(Connection).where(
+                    Connection.tenant_id == connection.tenant_id, Connection.name == name
+                )
             )
-        )
         if other is None:
             raise FlowInvalid(
                 f"flow {entry.name} writes to connection {name!r}, which this tenant lacks; "

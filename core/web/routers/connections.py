@@ -35,12 +35,13 @@ from core.flows.catalog import FlowCatalog
 from core.flows.enabling import check_flow_for_connection
 from core.ingest import enabled_flows
 from core.services import Services
-from core.web.deps import ANY_ROLE, ServicesDep, SessionDep, require
+from core.web.deps import ANY_ROLE, ServicesDep, SessionDep, require, require_outside_transaction
 
 router = APIRouter(prefix="/v1/connections", tags=["connections"])
 
 Reader = Annotated[Principal, Depends(require(*ANY_ROLE))]
 Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
+AdminOutsideTransaction = Annotated[Principal, Depends(require_outside_transaction(Role.ADMIN))]
 
 
 class ConnectionIn(BaseModel):
@@ -183,12 +184,12 @@ async def set_flow(
     connection_id: str,
     flow: str,
     body: FlowSwitch,
-    session: SessionDep,
     services: ServicesDep,
-    principal: Admin,
+    principal: AdminOutsideTransaction,
 ) -> ConnectionOut:
     # The connection first: another tenant's id is 404 whatever the flow.
-    connection = await get_connection(session, connection_id, principal.tenant_id)
+    async with services.sessions() as session:
+        connection = await get_connection(session, connection_id, principal.tenant_id)
     entry = services.flows.get(flow)
     if entry is None:
         raise NotFound(f"no flow {flow!r}; installed: {', '.join(services.flows.names())}")
@@ -199,9 +200,23 @@ async def set_flow(
             f"{connection.id} uses {connection.connector!r}"
         )
     if body.enabled:
-        # Checked against this connection's live field metadata, not only the file:
-        # an unknown or read-only field, or a picklist mismatch, is refused here.
-        await check_flow_for_connection(session, services, entry, connection)
+        # Checked against this connection's live field metadata, not only the file: an
+        # unknown or read-only field, or a picklist mismatch, is refused here. No
+        # transaction is open meanwhile: the connector may sign in first, and store its
+        # token in its own transaction (on SQLite a request transaction would deadlock it).
+        await check_flow_for_connection(services, entry, connection)
+    async with services.sessions.begin() as session:
+        return await _switch_flow(session, services, principal, connection, flow, body.enabled)
+
+
+async def _switch_flow(
+    session: AsyncSession,
+    services: Services,
+    principal: Principal,
+    connection: Connection,
+    flow: str,
+    enabled: bool,
+) -> ConnectionOut:
     before = await session.scalar(
         select(FlowEnablement.enabled).where(
             FlowEnablement.connection_id == connection.id, FlowEnablement.flow == flow
@@ -219,7 +234,7 @@ async def set_flow(
                 "connection_id": connection.id,
                 "flow": flow,
                 "tenant_id": connection.tenant_id,
-                "enabled": body.enabled,
+                "enabled": enabled,
                 "updated_at": utcnow(),
             }
         ],
@@ -227,17 +242,17 @@ async def set_flow(
     await session.execute(
         update(FlowEnablement)
         .where(FlowEnablement.connection_id == connection.id, FlowEnablement.flow == flow)
-        .values(enabled=body.enabled, updated_at=utcnow())
+        .values(enabled=enabled, updated_at=utcnow())
     )
     await audit.record(
         session,
         tenant_id=principal.tenant_id,
         actor=principal.actor,
-        action="connection.flow.enable" if body.enabled else "connection.flow.disable",
+        action="connection.flow.enable" if enabled else "connection.flow.disable",
         object_type="connection",
         object_id=connection.id,
         flow=flow,
         before={"enabled": bool(before)},
-        after={"enabled": body.enabled},
+        after={"enabled": enabled},
     )
     return await _view(session, services, connection)

@@ -1,0 +1,137 @@
+"""The Salesforce sandbox over TLS (a trustme CA the client trusts) and connectors built
+through the factory, each with an in-memory state store shared like the database one."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from connectors.base import ConnectorContext
+from connectors.salesforce import SalesforceConnector, SalesforceConnectorFactory
+from connectors.salesforce.sandbox import (
+    CLIENT_ID,
+    CLIENT_SECRET,
+    INTEGRATION_USER,
+    ORG_ID,
+    SalesforceSandbox,
+)
+from connectors.salesforce.sandbox_tls import TlsFiles, TlsSandboxServer
+
+RELAY_SECRET = "relay-secret-0123456789"
+
+
+class MemoryState:
+    """StateStore in memory: values and one lock per name, shared by connectors."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, dict[str, Any]] = {}
+        self.locks: dict[str, asyncio.Lock] = {}
+
+    async def get(self, key: str) -> dict[str, Any] | None:
+        value = self.values.get(key)
+        return dict(value) if value is not None else None
+
+    async def put(self, key: str, value: Mapping[str, Any]) -> None:
+        self.values[key] = dict(value)
+
+    @asynccontextmanager
+    async def lock(self, name: str) -> AsyncIterator[None]:
+        async with self.locks.setdefault(name, asyncio.Lock()):
+            yield
+
+
+@pytest.fixture(scope="session")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    folder = tmp_path_factory.mktemp("tls")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    files = TlsFiles(str(folder / "ca.pem"), str(folder / "cert.pem"), str(folder / "key.pem"))
+    ca.cert_pem.write_to_path(files.ca_file)
+    cert.cert_chain_pems[0].write_to_path(files.cert_file)
+    for extra in cert.cert_chain_pems[1:]:
+        extra.write_to_path(files.cert_file, append=True)
+    cert.private_key_pem.write_to_path(files.key_file)
+    return files
+
+
+@pytest.fixture(scope="session")
+def rsa_key() -> tuple[str, str]:
+    """(private key PEM, public key PEM) of the connected app's JWT certificate."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    return private, public
+
+
+@pytest.fixture
+def org(rsa_key: tuple[str, str]) -> SalesforceSandbox:
+    return SalesforceSandbox(jwt_certificate=rsa_key[1])
+
+
+@pytest.fixture
+def server(org: SalesforceSandbox, tls: TlsFiles) -> Iterator[TlsSandboxServer]:
+    with TlsSandboxServer(org.app, tls) as running:
+        yield running
+
+
+@pytest.fixture
+def state() -> MemoryState:
+    return MemoryState()
+
+
+def sf_config(server: TlsSandboxServer, tls: TlsFiles, **extra: Any) -> dict[str, Any]:
+    return {
+        "login_url": server.url,
+        "organization_id": ORG_ID,
+        "auth_flow": "client_credentials",
+        "integration_user_id": INTEGRATION_USER,
+        "ca_file": tls.ca_file,
+        "external_id_fields": {"Lead": "Switchyard_Key__c"},
+        **extra,
+    }
+
+
+SECRETS = {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "relay_secret": RELAY_SECRET}
+
+
+@pytest.fixture
+def make(server: TlsSandboxServer, tls: TlsFiles, state: MemoryState) -> Iterator[Any]:
+    """Build a connector (config overrides as keywords); all share ``state``."""
+    built: list[SalesforceConnector] = []
+
+    def build(secrets: Mapping[str, Any] | None = None, **config: Any) -> SalesforceConnector:
+        connector = SalesforceConnectorFactory().create(
+            sf_config(server, tls, **config),
+            dict(secrets or SECRETS),
+            ConnectorContext("con_sf", state=state, http_timeout_seconds=10),
+        )
+        built.append(connector)
+        return connector
+
+    yield build
+    for connector in built:
+        connector._http.close()
+
+
+def lead_id(org: SalesforceSandbox, company: str = "Brightline Freight") -> str:
+    return next(i for i in org.ids("Lead") if org.record("Lead", i)["Company"] == company)
+
+
+def ca_path(tls: TlsFiles) -> Path:
+    return Path(tls.ca_file)
