@@ -103,7 +103,7 @@ class TokenSource:
         config, secrets = self._config, self._secrets
         client_id = _secret(secrets.client_id)
         if config.auth_flow is AuthFlow.JWT_BEARER:
-            import jwt  # PyJWT, installed with simple-salesforce (pyjwt[crypto])
+            import jwt  # PyJWT (declared with its crypto extra for RS256)
 
             claims = {
                 "iss": client_id,

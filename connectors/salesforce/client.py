@@ -217,6 +217,14 @@ class SalesforceClient:
         )
         return result
 
+    async def picklist_values(self, object_name: str, record_type_id: str) -> dict[str, Any]:
+        """User Interface API (API 41.0+): the values every picklist field of the object
+        takes on records of the record type, ``{"eTag", "picklistFieldValues": {field:
+        {"controllerValues", "defaultValue", "eTag", "url", "values": [{"value", …}]}}}``."""
+        path = f"ui-api/object-info/{object_name}/picklist-values/{record_type_id}"
+        result = await self.call(f"GET {path}", lambda sf: sf.restful(path, timeout=self._timeout))
+        return dict(result or {})
+
     async def describe(self, object_name: str) -> dict[str, Any]:
         result: dict[str, Any] = await self.call(
             f"describe {object_name}", lambda sf: getattr(sf, object_name).describe()

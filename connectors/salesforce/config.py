@@ -20,6 +20,7 @@ from pydantic import (
 
 SALESFORCE_ID = r"^[a-zA-Z0-9]{15}([a-zA-Z0-9]{3})?$"
 API_NAME = r"^[A-Za-z][A-Za-z0-9_]*$"
+MIN_API_VERSION = 41.0
 
 
 class AuthFlow(StrEnum):
@@ -136,6 +137,11 @@ class SalesforceConfig(BaseModel):
     def _flow_needs(self) -> SalesforceConfig:
         if self.auth_flow in (AuthFlow.JWT_BEARER, AuthFlow.PASSWORD) and not self.username:
             raise ValueError(f"auth_flow {self.auth_flow.value} needs config.username")
+        if float(self.api_version) < MIN_API_VERSION:
+            raise ValueError(
+                f"api_version must be {MIN_API_VERSION} or later (record-type picklists are "
+                "checked through the User Interface API)"
+            )
         if self.api_usage_hard_limit <= self.api_usage_soft_limit:
             raise ValueError("api_usage_hard_limit must be above api_usage_soft_limit")
         return self

@@ -8,9 +8,20 @@
   not send the patch again. Creates: upsert on the object's External ID field
   (``config.external_id_fields``) with the idempotency key as the value, so a retried
   create updates the record the first attempt made instead of making a second one.
-* **Picklists** are checked against ``describe`` (active values) before anything is sent.
-  Record-type-specific subsets of a restricted picklist are not in describe; Salesforce
-  refuses those with ``INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST`` (no retry).
+* **Picklists** are checked before anything is sent, and a wrong value fails the job with
+  ``INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST`` (no retry), as Salesforce would:
+
+  1. every picklist value against ``describe`` (the active values);
+  2. when the patch sets a *restricted* picklist and the object has record types (an
+     available one besides the master ``012000000000000AAA``), against the values of the
+     record's record type too, from the User Interface API
+     ``ui-api/object-info/{Object}/picklist-values/{RecordTypeId}`` (API 41.0+). The record
+     type is the patch's ``RecordTypeId``, else for a create the default mapping in
+     describe, for an update the record's own (one GET, or one query per batch).
+
+  Describe and each record type's values are cached for ``DESCRIBE_TTL_SECONDS``; objects
+  without record types and unrestricted picklists cost no extra call. Dependent picklists
+  (``validFor`` a controlling value) are left to Salesforce.
 * **Batches**: :meth:`Records.write_many` updates up to 200 records per sObject Collections
   call (``allOrNone: false``) and answers one result or error per patch, in order.
 """
@@ -19,6 +30,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from email.utils import format_datetime
 from typing import Any
 
@@ -38,6 +50,8 @@ from core.errors import ConnectorError, ConnectorTerminalError
 
 COLLECTION_LIMIT = 200
 DESCRIBE_TTL_SECONDS = 600.0
+MASTER_RECORD_TYPE = "012000000000000AAA"
+PICKLIST_TYPES = ("picklist", "multipicklist")
 
 
 def field_meta(described: Mapping[str, Any]) -> list[FieldMeta]:
@@ -61,6 +75,53 @@ def field_meta(described: Mapping[str, Any]) -> list[FieldMeta]:
     return metas
 
 
+@dataclass(frozen=True)
+class Described:
+    """What a write needs from ``sobjects/{Object}/describe``."""
+
+    fields: list[FieldMeta]
+    restricted: frozenset[str]  # restricted picklist and multipicklist fields
+    record_types: Mapping[str, str]  # 15-character id → name, master included
+    has_record_types: bool  # an available record type besides the master
+    default_record_type: str  # the default mapping (the master when there is none)
+
+
+def described_object(described: Mapping[str, Any]) -> Described:
+    restricted = frozenset(
+        str(f["name"])
+        for f in described.get("fields", [])
+        if f.get("type") in PICKLIST_TYPES and f.get("restrictedPicklist")
+    )
+    infos = [i for i in described.get("recordTypeInfos") or [] if i.get("recordTypeId")]
+    available = [i for i in infos if i.get("available", True)]
+    default = next(
+        (str(i["recordTypeId"]) for i in available if i.get("defaultRecordTypeMapping")),
+        MASTER_RECORD_TYPE,
+    )
+    return Described(
+        fields=field_meta(described),
+        restricted=restricted,
+        record_types={str(i["recordTypeId"])[:15]: str(i.get("name", "")) for i in infos},
+        has_record_types=any(
+            str(i["recordTypeId"])[:15] != MASTER_RECORD_TYPE[:15] for i in available
+        ),
+        default_record_type=default,
+    )
+
+
+def picklist_values(answer: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+    """Field → values of a UI API Picklist Values Collection."""
+    fields = answer.get("picklistFieldValues") or {}
+    return {
+        str(name): tuple(str(v["value"]) for v in (field or {}).get("values") or [])
+        for name, field in fields.items()
+    }
+
+
+def _chosen(meta: FieldMeta, value: Any) -> list[str]:
+    return str(value).split(";") if meta.type == "multipicklist" else [str(value)]
+
+
 class Records:
     def __init__(
         self,
@@ -71,7 +132,8 @@ class Records:
         self._client = client
         self._state = state
         self._external = external_id_fields
-        self._described: dict[str, tuple[float, list[FieldMeta]]] = {}
+        self._described: dict[str, tuple[float, Described]] = {}
+        self._picklists: dict[tuple[str, str], tuple[float, dict[str, tuple[str, ...]]]] = {}
 
     async def fetch(self, ref: RecordRef, fields: Sequence[str] | None) -> Record:
         wanted = list(dict.fromkeys([*fields, "LastModifiedDate"])) if fields else None
@@ -83,20 +145,55 @@ class Records:
         return Record(ref.object, str(body.get("Id", ref.record_id)), values, version)
 
     async def describe(self, object_name: str) -> list[FieldMeta]:
+        return (await self._describe(object_name)).fields
+
+    async def _describe(self, object_name: str) -> Described:
         cached = self._described.get(object_name)
         if cached is not None and time.monotonic() - cached[0] < DESCRIBE_TTL_SECONDS:
             return cached[1]
-        metas = field_meta(await self._client.describe(object_name))
-        self._described[object_name] = (time.monotonic(), metas)
-        return metas
+        described = described_object(await self._client.describe(object_name))
+        self._described[object_name] = (time.monotonic(), described)
+        return described
 
-    async def check_picklists(self, object_name: str, fields: Mapping[str, Any]) -> None:
-        by_name = {meta.name: meta for meta in await self.describe(object_name)}
+    async def _record_type_values(
+        self, object_name: str, record_type_id: str
+    ) -> dict[str, tuple[str, ...]]:
+        key = (object_name, record_type_id[:15])
+        cached = self._picklists.get(key)
+        if cached is not None and time.monotonic() - cached[0] < DESCRIBE_TTL_SECONDS:
+            return cached[1]
+        values = picklist_values(await self._client.picklist_values(object_name, record_type_id))
+        self._picklists[key] = (time.monotonic(), values)
+        return values
+
+    async def _needs_record_type(self, object_name: str, fields: Mapping[str, Any]) -> bool:
+        """Whether checking the patch needs the record's record type read first."""
+        described = await self._describe(object_name)
+        return (
+            described.has_record_types
+            and not fields.get("RecordTypeId")
+            and any(v is not None and n in described.restricted for n, v in fields.items())
+        )
+
+    async def check_picklists(
+        self,
+        object_name: str,
+        fields: Mapping[str, Any],
+        record_id: str | None = None,
+        record_type_id: str | None = None,
+    ) -> None:
+        """Refuse a value the field's picklist does not take, before anything is sent.
+
+        ``record_id`` is the record an update writes (None: a create); ``record_type_id``
+        its record type when the caller read it already (see the module docstring)."""
+        described = await self._describe(object_name)
+        by_name = {meta.name: meta for meta in described.fields}
+        restricted: dict[str, list[str]] = {}
         for name, value in fields.items():
             meta = by_name.get(name)
             if meta is None or not meta.picklist_values or value is None:
                 continue
-            chosen = str(value).split(";") if meta.type == "multipicklist" else [str(value)]
+            chosen = _chosen(meta, value)
             wrong = [v for v in chosen if v not in meta.picklist_values]
             if wrong:
                 raise ConnectorTerminalError(
@@ -105,6 +202,53 @@ class Records:
                     error_code="INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
                     fields=[name],
                 )
+            if name in described.restricted:
+                restricted[name] = chosen
+        if not restricted or not described.has_record_types:
+            return
+        if fields.get("RecordTypeId"):
+            record_type_id = str(fields["RecordTypeId"])
+        elif record_id is None:
+            record_type_id = described.default_record_type
+        elif record_type_id is None:
+            body = await self._client.get(object_name, record_id, ["RecordTypeId"])
+            record_type_id = str(body.get("RecordTypeId") or MASTER_RECORD_TYPE)
+        allowed = await self._record_type_values(object_name, record_type_id)
+        for name, chosen in restricted.items():
+            if name not in allowed:
+                continue  # not in the answer (e.g. not visible to the user): Salesforce decides
+            wrong = [v for v in chosen if v not in allowed[name]]
+            if wrong:
+                label = described.record_types.get(record_type_id[:15], "")
+                raise ConnectorTerminalError(
+                    f"{object_name}.{name} does not accept {', '.join(map(repr, wrong))} on "
+                    f"record type {label!r} ({record_type_id}); its values: "
+                    f"{', '.join(allowed[name]) or '(none)'}",
+                    error_code="INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+                    fields=[name],
+                )
+
+    async def _record_types(self, patches: Sequence[Patch]) -> dict[str, str]:
+        """15-character record id → record type id of the updates whose check needs it:
+        one SOQL query per object instead of one GET per record."""
+        wanted: dict[str, list[str]] = {}
+        for patch in patches:
+            record_id = patch.record_id
+            # Only ids go into the query; a malformed one fails on its own when sent.
+            if (
+                record_id
+                and record_id.isalnum()
+                and await self._needs_record_type(patch.object, patch.fields)
+            ):
+                wanted.setdefault(patch.object, []).append(record_id)
+        found: dict[str, str] = {}
+        for object_name, ids in wanted.items():
+            where = " OR ".join(f"Id = '{i}'" for i in dict.fromkeys(ids))
+            soql = f"SELECT Id, RecordTypeId FROM {object_name} WHERE {where}"  # noqa: S608
+            answer = await self._client.query(soql)
+            for row in answer.get("records") or []:
+                found[str(row["Id"])[:15]] = str(row.get("RecordTypeId") or MASTER_RECORD_TYPE)
+        return found
 
     async def _recorded(self, key: str) -> dict[str, Any] | None:
         return await self._state.get(f"write:{key}") if self._state is not None else None
@@ -121,7 +265,7 @@ class Records:
                 str(done["record_id"]),
                 detail="applied by an earlier attempt of this job; not sent again",
             )
-        await self.check_picklists(patch.object, patch.fields)
+        await self.check_picklists(patch.object, patch.fields, patch.record_id)
         if patch.record_id is None:
             record_id = await self._create(patch, idempotency_key)
         else:
@@ -181,11 +325,20 @@ class Records:
         return outcomes
 
     async def _send_chunk(self, chunk: Sequence[Patch]) -> list[dict[str, Any]]:
+        if any(patch.record_id is None for patch in chunk):
+            raise ConnectorTerminalError("write_many updates records; a patch has no id")
+        # A record the query did not find is checked as the master type (all values); its
+        # save then answers its own error.
+        record_types = await self._record_types(chunk)
         records = []
         for patch in chunk:
-            if patch.record_id is None:
-                raise ConnectorTerminalError("write_many updates records; a patch has no id")
-            await self.check_picklists(patch.object, patch.fields)
+            assert patch.record_id is not None
+            await self.check_picklists(
+                patch.object,
+                patch.fields,
+                patch.record_id,
+                record_types.get(patch.record_id[:15], MASTER_RECORD_TYPE),
+            )
             records.append(
                 {"attributes": {"type": patch.object}, "id": patch.record_id, **patch.fields}
             )

@@ -3,17 +3,17 @@
 Nothing here talks to Salesforce. It speaks the real wire format closely enough that
 simple-salesforce works against it unchanged (serve it over TLS, :mod:`.sandbox_tls`):
 
-* ``POST /services/oauth2/token``: ``jwt-bearer`` (RS256 assertion checked against the
-  connected app's certificate: iss, sub, aud, exp), ``client_credentials`` and
-  ``password``; answers ``access_token``, ``instance_url``, ``id``, ``token_type``,
-  ``issued_at``, ``signature``, ``scope`` (no ``expires_in``); errors as
-  ``{"error", "error_description"}``.
+* ``POST /services/oauth2/token``: :mod:`.sandbox_oauth`.
 * ``/services/data/vXX.X/``: ``sobjects/{Object}/{Id}`` (GET ``?fields=``, PATCH → 204 with
   ``If-Unmodified-Since`` → 412), ``sobjects/{Object}/`` (POST), upsert
   ``sobjects/{Object}/{ExtIdField}/{value}`` (201 ``created:true`` / 200 ``created:false``
   / 300), ``sobjects/{Object}/describe``, ``query/?q=`` with ``nextRecordsUrl`` paging
   (``page_size`` rows a page), ``composite/sobjects`` (PATCH, ≤ 200, HTTP 200 with
-  per-item ``errors[].statusCode``), ``limits/``.
+  per-item ``errors[].statusCode``), ``limits/``, and the User Interface API's
+  ``ui-api/object-info/{Object}/picklist-values/{RecordTypeId}`` (404 ``NOT_FOUND`` for a
+  record type the object lacks). Saves assign the default record type and refuse a
+  restricted picklist value the record's type does not take (Case's *Billing* type,
+  :mod:`.sandbox_seed`) with 400 ``INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST``.
 * Every REST answer carries ``Sforce-Limit-Info: api-usage=N/M``; errors are the JSON array
   ``[{"message", "errorCode", "fields"}]``; past the allocation: 403
   ``REQUEST_LIMIT_EXCEEDED``; an unknown token: 401 ``INVALID_SESSION_ID``.
@@ -30,20 +30,16 @@ simple-salesforce works against it unchanged (serve it over TLS, :mod:`.sandbox_
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
 import itertools
 import json
 import secrets
 import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import parse_qs, unquote
+from urllib.parse import unquote
 
 import httpx
 from starlette.applications import Starlette
@@ -52,7 +48,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from connectors.salesforce import sandbox_outbound
-from connectors.salesforce.sandbox_seed import DESCRIBE, SEED
+from connectors.salesforce.sandbox_oauth import TokenEndpoint
+from connectors.salesforce.sandbox_seed import DESCRIBE, RECORD_TYPE_VALUES, SEED
 from connectors.salesforce.sandbox_store import OrgStore, SfError, to_18
 
 __all__ = ["INTEGRATION_USER", "ORG_ID", "SalesforceSandbox"]
@@ -116,23 +113,29 @@ class SalesforceSandbox:
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.organization_id = organization_id
-        self.client_id, self.client_secret = client_id, client_secret
-        self.jwt_certificate = jwt_certificate  # PEM public key or certificate
         self.username, self.user_id = username, user_id
-        self._password = password + security_token
+        self.oauth = TokenEndpoint(
+            organization_id=organization_id,
+            client_id=client_id,
+            client_secret=client_secret,
+            jwt_certificate=jwt_certificate,
+            username=username,
+            password=password + security_token,
+            user_id=user_id,
+        )
         self.page_size = page_size
         self.api_used, self.api_limit = 0, api_limit
-        self.store = OrgStore(DESCRIBE, org_id=organization_id, clock=clock)
+        self.store = OrgStore(
+            DESCRIBE, org_id=organization_id, clock=clock, record_type_values=RECORD_TYPE_VALUES
+        )
         self.store.listeners.append(self._queue_notifications)
         self._lock = threading.RLock()
-        self._tokens: set[str] = set()
         self._faults: list[_Fault] = []
         self._locked: dict[str, int] = {}
         self._cursors: dict[str, list[dict[str, Any]]] = {}
         self._outbound: list[tuple[str, str, list[str]]] = []  # (object, endpoint, fields)
         self._pending: dict[str, list[tuple[str, str, str]]] = {}  # endpoint → (nid, obj, id)
         self._serial = itertools.count(1)
-        self.token_requests = 0
         self.requests: list[tuple[str, str]] = []  # (method, path) of REST calls
         # (object, id, fields) of every save an API call applied; faulted calls add nothing
         self.writes: list[tuple[str, str, dict[str, Any]]] = []
@@ -143,7 +146,7 @@ class SalesforceSandbox:
                 self.store.insert(object_name, values, HUMAN_USER)
         self.app = Starlette(
             routes=[
-                Route("/services/oauth2/token", self._token, methods=["POST"]),
+                Route("/services/oauth2/token", self.oauth.token, methods=["POST"]),
                 Route(
                     "/services/data/{version}/{rest:path}",
                     self._rest,
@@ -151,6 +154,10 @@ class SalesforceSandbox:
                 ),
             ]
         )
+
+    @property
+    def token_requests(self) -> int:
+        return self.oauth.requests
 
     # ------------------------------------------------------------ test controls
 
@@ -171,7 +178,7 @@ class SalesforceSandbox:
     def expire_sessions(self) -> None:
         """Every issued access token stops working (401 INVALID_SESSION_ID)."""
         with self._lock:
-            self._tokens.clear()
+            self.oauth.expire_all()
 
     def lock_record(self, record_id: str, times: int = 1) -> None:
         """The next ``times`` saves of the record fail with UNABLE_TO_LOCK_ROW."""
@@ -265,71 +272,6 @@ class SalesforceSandbox:
                 self.delivered += notes
         return len(items) if acked else 0
 
-    # ------------------------------------------------------------------- OAuth
-
-    def _issue(self, request: Request) -> JSONResponse:
-        token = f"{self.organization_id[:15]}!AQ{secrets.token_urlsafe(48)}"
-        with self._lock:
-            self._tokens.add(token)
-        instance = str(request.base_url).rstrip("/")
-        issued = str(int(time.time() * 1000))
-        signature = hmac.new(
-            self.client_secret.encode(), f"{instance}/id{issued}".encode(), hashlib.sha256
-        ).digest()
-        return JSONResponse(
-            {
-                "access_token": token,
-                "signature": base64.b64encode(signature).decode(),
-                "scope": "api",
-                "instance_url": instance,
-                "id": f"{instance}/id/{self.organization_id}/{self.user_id}",
-                "token_type": "Bearer",
-                "issued_at": issued,
-            }
-        )
-
-    @staticmethod
-    def _oauth_error(error: str, description: str, status: int = 400) -> JSONResponse:
-        return JSONResponse({"error": error, "error_description": description}, status)
-
-    async def _token(self, request: Request) -> Response:
-        form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
-        self.token_requests += 1
-        grant = form.get("grant_type", "")
-        if grant == "urn:ietf:params:oauth:grant-type:jwt-bearer":
-            return self._jwt(request, form.get("assertion", ""))
-        if form.get("client_id") != self.client_id:
-            return self._oauth_error("invalid_client_id", "client identifier invalid")
-        if form.get("client_secret") != self.client_secret:
-            return self._oauth_error("invalid_client", "invalid client credentials")
-        if grant == "client_credentials":
-            return self._issue(request)
-        if grant == "password":
-            if form.get("username") != self.username or form.get("password") != self._password:
-                return self._oauth_error("invalid_grant", "authentication failure")
-            return self._issue(request)
-        return self._oauth_error("unsupported_grant_type", "grant type not supported")
-
-    def _jwt(self, request: Request, assertion: str) -> Response:
-        import jwt
-
-        if self.jwt_certificate is None:
-            return self._oauth_error("invalid_grant", "no certificate on the connected app")
-        try:
-            claims = jwt.decode(
-                assertion,
-                self.jwt_certificate,
-                algorithms=["RS256"],
-                audience=str(request.base_url).rstrip("/"),
-                issuer=self.client_id,
-                options={"require": ["exp", "iss", "sub", "aud"]},
-            )
-        except jwt.PyJWTError as exc:
-            return self._oauth_error("invalid_grant", f"invalid assertion: {exc}")
-        if claims["sub"] != self.username:
-            return self._oauth_error("invalid_grant", "user hasn't approved this consumer")
-        return self._issue(request)
-
     # -------------------------------------------------------------------- REST
 
     def _usage(self) -> str:
@@ -338,7 +280,7 @@ class SalesforceSandbox:
     async def _rest(self, request: Request) -> Response:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         with self._lock:
-            if scheme.lower() != "bearer" or token not in self._tokens:
+            if scheme.lower() != "bearer" or not self.oauth.valid(token):
                 return _errors(
                     SfError(401, "INVALID_SESSION_ID", "Session expired or invalid"), self._usage()
                 )

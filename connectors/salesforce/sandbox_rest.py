@@ -7,6 +7,8 @@ array. Writes are made as the integration user the tokens belong to.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
@@ -66,6 +68,10 @@ def handle(
             if object_name not in DESCRIBE:
                 raise SfError(404, "NOT_FOUND", "The requested resource does not exist")
             return 200, DESCRIBE[object_name]
+        case ["ui-api", "object-info", object_name, "picklist-values", record_type_id] if (
+            method == "GET"
+        ):
+            return _picklist_values(sandbox, version, object_name, record_type_id)
         case ["sobjects", object_name] if method == "POST":
             values = json_body(body)
             record_id = store.insert(object_name, values, sandbox.user_id)
@@ -90,6 +96,35 @@ def handle(
         case ["sobjects", object_name, field, value] if method in ("PATCH", "GET"):
             return _by_external_id(sandbox, method, version, object_name, field, value, body)
     raise SfError(404, "NOT_FOUND", "The requested resource does not exist")
+
+
+def _etag(value: Any) -> str:
+    return hashlib.md5(json.dumps(value, sort_keys=True).encode()).hexdigest()  # noqa: S324
+
+
+def _picklist_values(
+    sandbox: SalesforceSandbox, version: str, object_name: str, record_type_id: str
+) -> tuple[int, Any]:
+    """The UI API's Picklist Values Collection for records of the record type."""
+    fields = sandbox.store.picklist_values(object_name, record_type_id)
+    if fields is None:
+        message = f"Record type {record_type_id} doesn't exist or isn't accessible on {object_name}"
+        return 404, [{"errorCode": "NOT_FOUND", "message": message}]
+    base = f"/services/data/{version}/ui-api/object-info/{object_name}/picklist-values"
+    collection: dict[str, Any] = {
+        name: {
+            "controllerValues": {},
+            "defaultValue": None,
+            "eTag": _etag(values),
+            "url": f"{base}/{record_type_id}/{name}",
+            "values": [
+                {"attributes": None, "label": v["label"], "validFor": [], "value": v["value"]}
+                for v in values
+            ],
+        }
+        for name, values in fields.items()
+    }
+    return 200, {"eTag": _etag(collection), "picklistFieldValues": collection}
 
 
 def _object_of(rows: list[dict[str, Any]]) -> str:

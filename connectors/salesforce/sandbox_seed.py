@@ -1,5 +1,9 @@
-"""SANDBOX data: object metadata (as ``sobjects/{Object}/describe`` reports it) and seed
-records for the Salesforce sandbox. Nothing here is a real org's data."""
+"""SANDBOX data: object metadata (as ``sobjects/{Object}/describe`` reports it), record
+types and seed records for the Salesforce sandbox. Nothing here is a real org's data.
+
+Case has a second record type, *Billing*, whose restricted ``Priority`` takes only High and
+Medium (``RECORD_TYPE_VALUES``); the seeded case about a double charge is a Billing case.
+The other objects have only the master record type."""
 
 from __future__ import annotations
 
@@ -15,6 +19,8 @@ _SYSTEM: list[tuple[str, str, str]] = [
     ("IsDeleted", "boolean", "Deleted"),
 ]
 
+MASTER_RECORD_TYPE = "012000000000000AAA"
+BILLING_CASE = "0125g000000BiLlAAK"
 INDUSTRIES = ["Agriculture", "Banking", "Education", "Logistics", "Manufacturing", "Technology"]
 
 
@@ -50,7 +56,27 @@ def _field(
     }
 
 
-def _object(name: str, label: str, key_prefix: str, fields: list[dict[str, Any]]) -> dict[str, Any]:
+def _record_type(record_type_id: str, name: str, *, default: bool = False) -> dict[str, Any]:
+    master = record_type_id == MASTER_RECORD_TYPE
+    return {
+        "active": True,
+        "available": True,
+        "defaultRecordTypeMapping": default,
+        "developerName": name,
+        "master": master,
+        "name": name,
+        "recordTypeId": record_type_id,
+        "urls": {} if master else {"layout": f"/services/data/v59.0/recordtypes/{record_type_id}"},
+    }
+
+
+def _object(
+    name: str,
+    label: str,
+    key_prefix: str,
+    fields: list[dict[str, Any]],
+    record_types: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     system = [
         _field(n, t, lbl, updateable=False, nillable=n not in ("Id", "IsDeleted"))
         for n, t, lbl in _SYSTEM
@@ -65,13 +91,8 @@ def _object(name: str, label: str, key_prefix: str, fields: list[dict[str, Any]]
         "queryable": True,
         "fields": system + fields,
         "recordTypeInfos": [
-            {
-                "available": True,
-                "defaultRecordTypeMapping": True,
-                "master": True,
-                "name": "Master",
-                "recordTypeId": "012000000000000AAA",
-            }
+            _record_type(MASTER_RECORD_TYPE, "Master", default=True),
+            *(record_types or []),
         ],
         "urls": {},
     }
@@ -128,8 +149,15 @@ DESCRIBE: dict[str, dict[str, Any]] = {
                 restricted=True,
                 picklist=["New", "Working", "Escalated", "Closed"],
             ),
-            _field("Priority", "picklist", "Priority", picklist=["High", "Medium", "Low"]),
+            _field(
+                "Priority",
+                "picklist",
+                "Priority",
+                restricted=True,
+                picklist=["High", "Medium", "Low"],
+            ),
             _field("Origin", "picklist", "Case Origin", picklist=["Phone", "Email", "Web"]),
+            _field("RecordTypeId", "reference", "Record Type ID", length=18),
             _field("AccountId", "reference", "Account ID"),
             _field("ContactId", "reference", "Contact ID"),
             _field("AI_Summary__c", "textarea", "AI Summary", length=32768),
@@ -143,6 +171,7 @@ DESCRIBE: dict[str, dict[str, Any]] = {
             ),
             _KEY,
         ],
+        [_record_type(BILLING_CASE, "Billing")],
     ),
     "Account": _object(
         "Account",
@@ -171,6 +200,12 @@ DESCRIBE: dict[str, dict[str, Any]] = {
             _KEY,
         ],
     ),
+}
+
+# Object → record type id → restricted picklist → the values records of that type take
+# (what Setup's "Picklists Available for Editing" keeps); a field not named takes them all.
+RECORD_TYPE_VALUES: dict[str, dict[str, dict[str, list[str]]]] = {
+    "Case": {BILLING_CASE: {"Priority": ["High", "Medium"]}},
 }
 
 SEED: dict[str, list[dict[str, Any]]] = {
@@ -232,6 +267,7 @@ SEED: dict[str, list[dict[str, Any]]] = {
     "Case": [
         {
             "Subject": "Invoice charged twice",
+            "RecordTypeId": BILLING_CASE,
             "Status": "New",
             "Priority": "High",
             "Origin": "Email",

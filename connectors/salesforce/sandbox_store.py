@@ -67,8 +67,11 @@ class OrgStore:
         *,
         org_id: str,
         clock: Callable[[], datetime] | None = None,
+        record_type_values: Mapping[str, Mapping[str, Mapping[str, list[str]]]] | None = None,
     ) -> None:
         self.describe = describe
+        # object → record type id → restricted picklist → the values that type takes
+        self.record_type_values = record_type_values or {}
         self.lock = threading.RLock()
         self.records: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in describe}
         self.clock = clock or (lambda: datetime.now(UTC))
@@ -117,6 +120,66 @@ class OrgStore:
                     400,
                     "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
                     f"{info['label']}: bad value for restricted picklist field: {value}",
+                    [name],
+                )
+
+    def picklist_values(
+        self, object_name: str, record_type_id: str
+    ) -> dict[str, list[Mapping[str, Any]]] | None:
+        """Picklist field → the values (describe's entries) records of the record type
+        take; None when the object has no such record type."""
+        described = self.describe.get(object_name)
+        info = self._record_type(object_name, record_type_id)
+        if described is None or info is None:
+            return None
+        subsets = self.record_type_values.get(object_name, {}).get(info["recordTypeId"], {})
+        return {
+            f["name"]: [
+                v
+                for v in f["picklistValues"]
+                if v["active"] and (f["name"] not in subsets or v["value"] in subsets[f["name"]])
+            ]
+            for f in described["fields"]
+            if f["type"] in ("picklist", "multipicklist")
+        }
+
+    def _record_type(self, object_name: str, record_type_id: str) -> Mapping[str, Any] | None:
+        if len(record_type_id) not in (15, 18):
+            return None
+        infos = self.describe.get(object_name, {}).get("recordTypeInfos") or []
+        return next((i for i in infos if i["recordTypeId"][:15] == record_type_id[:15]), None)
+
+    def _check_record_type(
+        self, object_name: str, record: dict[str, Any], values: Mapping[str, Any]
+    ) -> None:
+        """Assign the default record type on a create, refuse one the user cannot use, and
+        refuse a restricted picklist value the record's type does not take."""
+        infos = self.describe[object_name].get("recordTypeInfos") or []
+        if not any(i["available"] and not i["master"] for i in infos):
+            return
+        if record.get("RecordTypeId") is None:
+            record["RecordTypeId"] = next(
+                i["recordTypeId"] for i in infos if i["defaultRecordTypeMapping"]
+            )
+        info = self._record_type(object_name, str(record["RecordTypeId"]))
+        if info is None or not info["available"]:
+            raise SfError(
+                400,
+                "INVALID_CROSS_REFERENCE_KEY",
+                f"Record Type ID: this ID value isn't valid for the user: {record['RecordTypeId']}",
+                ["RecordTypeId"],
+            )
+        record["RecordTypeId"] = info["recordTypeId"]
+        allowed = self.picklist_values(object_name, info["recordTypeId"]) or {}
+        meta = self._meta(object_name)
+        for name, value in values.items():
+            if value is None or not meta[name]["restrictedPicklist"] or name not in allowed:
+                continue
+            if value not in [v["value"] for v in allowed[name]]:
+                raise SfError(
+                    400,
+                    "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+                    f"{meta[name]['label']}: bad value for restricted picklist field: {value}",
                     [name],
                 )
 
@@ -182,6 +245,7 @@ class OrgStore:
             )
             if object_name == "Case":
                 record["CaseNumber"] = f"{len(self.records['Case']) + 1:08d}"
+            self._check_record_type(object_name, record, values)
             self._validate(object_name, record)
             self.records[object_name][record_id] = record
         self._changed(object_name, record_id)
@@ -227,6 +291,7 @@ class OrgStore:
             now = stamp(self.clock())
             merged = {**current, **values}
             merged.update(LastModifiedDate=now, LastModifiedById=user_id, SystemModstamp=now)
+            self._check_record_type(object_name, merged, values)
             self._validate(object_name, merged)
             self.records[object_name][current["Id"]] = merged
         self._changed(object_name, current["Id"])

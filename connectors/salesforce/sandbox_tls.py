@@ -89,20 +89,7 @@ class TlsSandboxServer(SandboxServer):
     """:class:`core.sandbox.SandboxServer`, serving https:// with the given certificate."""
 
     def __init__(self, app: ASGIApp, tls: TlsFiles, *, host: str = "127.0.0.1") -> None:
-        import uvicorn
-
-        super().__init__(app, host=host)
-        self._config = uvicorn.Config(
-            app,
-            host=host,
-            port=0,
-            lifespan="off",
-            ws="none",
-            log_level="warning",
-            ssl_certfile=tls.cert_file,
-            ssl_keyfile=tls.key_file,
-        )
-        self._server = uvicorn.Server(self._config)
+        super().__init__(app, host=host, ssl_certfile=tls.cert_file, ssl_keyfile=tls.key_file)
         self.tls = tls
 
     @property

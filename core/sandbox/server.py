@@ -10,6 +10,7 @@ import asyncio
 import socket
 import threading
 import time
+from typing import Any
 
 from starlette.types import ASGIApp
 
@@ -17,11 +18,20 @@ from starlette.types import ASGIApp
 class SandboxServer:
     """Serve an ASGI app on 127.0.0.1 in a background thread (SANDBOX use only)."""
 
-    def __init__(self, app: ASGIApp, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, app: ASGIApp, *, host: str = "127.0.0.1", port: int = 0, **options: Any
+    ) -> None:
+        """``options`` go to ``uvicorn.Config`` (e.g. ``ssl_certfile``, ``ssl_keyfile``)."""
         import uvicorn  # heavy; only sandbox users pay for it
 
         self._config = uvicorn.Config(
-            app, host=host, port=port, lifespan="off", ws="none", log_level="warning"
+            app,
+            host=host,
+            port=port,
+            lifespan="off",
+            ws="none",
+            log_level="warning",
+            **options,
         )
         self._server = uvicorn.Server(self._config)
         self._socket: socket.socket | None = None

@@ -4,6 +4,7 @@ through the factory, each with an in-memory state store shared like the database
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -127,6 +128,10 @@ def make(server: TlsSandboxServer, tls: TlsFiles, state: MemoryState) -> Iterato
     yield build
     for connector in built:
         connector._http.close()
+    # requests drops its pools on close, but a socket whose response is still referenced
+    # (by a caught error's traceback) closes only when collected, and the sandbox's
+    # server waits for it when it stops.
+    gc.collect()
 
 
 def lead_id(org: SalesforceSandbox, company: str = "Brightline Freight") -> str:

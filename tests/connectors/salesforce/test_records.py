@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from connectors.base import Patch, RecordRef, WriteStatus
 from connectors.salesforce.sandbox import (
@@ -16,12 +17,22 @@ from connectors.salesforce.sandbox import (
     USERNAME,
     SalesforceSandbox,
 )
+from connectors.salesforce.sandbox_seed import BILLING_CASE, MASTER_RECORD_TYPE
 from core.errors import ConnectorConfigInvalid, ConnectorTerminalError, ConnectorTransientError
 from tests.connectors.salesforce.conftest import SECRETS, MemoryState, lead_id
 
 
 def patches(org: SalesforceSandbox) -> int:
     return sum(1 for method, _ in org.requests if method == "PATCH")
+
+
+def picklist_calls(org: SalesforceSandbox) -> list[str]:
+    """The record types whose UI API picklist values were asked for, in order."""
+    return [path.rsplit("/", 1)[1] for _, path in org.requests if "/picklist-values/" in path]
+
+
+def billing_case(org: SalesforceSandbox) -> str:
+    return next(i for i in org.ids("Case") if org.record("Case", i)["RecordTypeId"] == BILLING_CASE)
 
 
 # ------------------------------------------------------------------------ auth
@@ -152,6 +163,129 @@ async def test_picklist_values_are_checked_before_anything_is_sent(
     assert patches(org) == sent
 
 
+async def test_a_value_describe_allows_but_the_records_type_does_not_is_refused_unsent(
+    make: Any, org: SalesforceSandbox
+) -> None:
+    case = billing_case(org)
+    assert "Low" in {f.name: f for f in await make().describe("Case")}["Priority"].picklist_values
+    sent = patches(org)
+
+    with pytest.raises(ConnectorTerminalError, match="record type 'Billing'") as caught:
+        await make().write(Patch("Case", case, {"Priority": "Low"}), "job-rt-1")
+
+    assert caught.value.extensions["error_code"] == "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST"
+    assert caught.value.extensions["fields"] == ["Priority"]
+    assert "its values: High, Medium" in caught.value.detail
+    assert patches(org) == sent
+    assert org.record("Case", case)["Priority"] == "High"
+
+
+async def test_the_org_itself_refuses_a_value_outside_the_records_type(
+    make: Any, org: SalesforceSandbox
+) -> None:
+    connector = make()  # past the connector's check, straight to the REST API
+    with pytest.raises(ConnectorTerminalError, match="INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST"):
+        await connector.client.update("Case", billing_case(org), {"Priority": "Low"}, {})
+    assert org.record("Case", billing_case(org))["Priority"] == "High"
+
+
+async def test_a_value_the_records_type_allows_is_written(
+    make: Any, org: SalesforceSandbox
+) -> None:
+    case = billing_case(org)
+    result = await make().write(Patch("Case", case, {"Priority": "Medium"}), "job-rt-2")
+    assert result.status is WriteStatus.WRITTEN
+    assert org.record("Case", case)["Priority"] == "Medium"
+    assert picklist_calls(org) == [BILLING_CASE]
+    assert ("GET", f"/services/data/v59.0/sobjects/Case/{case}") in org.requests
+
+
+async def test_a_create_is_checked_against_the_default_record_type(
+    make: Any, org: SalesforceSandbox
+) -> None:
+    connector = make(external_id_fields={"Case": "Switchyard_Key__c"})
+    patch = Patch("Case", None, {"Subject": "Card declined", "Priority": "Low"})
+
+    result = await connector.write(patch, "job-rt-3")
+
+    assert picklist_calls(org) == [MASTER_RECORD_TYPE]  # describe's default mapping
+    assert org.record("Case", result.record_id)["RecordTypeId"] == MASTER_RECORD_TYPE
+    assert not [p for m, p in org.requests if m == "GET" and "/sobjects/Case/500" in p]
+
+
+async def test_a_create_is_checked_against_the_record_type_it_names(
+    make: Any, org: SalesforceSandbox
+) -> None:
+    connector = make(external_id_fields={"Case": "Switchyard_Key__c"})
+    fields = {"Subject": "Refund", "RecordTypeId": BILLING_CASE, "Priority": "Low"}
+    before = len(org.ids("Case"))
+
+    with pytest.raises(ConnectorTerminalError, match=r"Case\.Priority does not accept 'Low'"):
+        await connector.write(Patch("Case", None, fields), "job-rt-4")
+    written = await connector.write(Patch("Case", None, {**fields, "Priority": "High"}), "job-rt-5")
+
+    assert picklist_calls(org) == [BILLING_CASE]
+    assert len(org.ids("Case")) == before + 1
+    assert org.record("Case", written.record_id)["RecordTypeId"] == BILLING_CASE
+
+
+async def test_an_object_without_record_types_costs_no_extra_call(
+    make: Any, org: SalesforceSandbox
+) -> None:
+    connector, lead = make(), lead_id(org)
+    await connector.describe("Lead")
+    before = len(org.requests)
+
+    await connector.write(Patch("Lead", lead, {"Status": "Qualified"}), "job-rt-6")  # restricted
+
+    assert org.requests[before:] == [("PATCH", f"/services/data/v59.0/sobjects/Lead/{lead}")]
+
+
+async def test_an_unrestricted_picklist_costs_no_extra_call(
+    make: Any, org: SalesforceSandbox
+) -> None:
+    connector, case = make(), billing_case(org)
+    await connector.describe("Case")
+    before = len(org.requests)
+
+    await connector.write(Patch("Case", case, {"Origin": "Web"}), "job-rt-7")
+
+    assert org.requests[before:] == [("PATCH", f"/services/data/v59.0/sobjects/Case/{case}")]
+
+
+async def test_a_record_types_values_are_cached(make: Any, org: SalesforceSandbox) -> None:
+    connector, case = make(), billing_case(org)
+    await connector.write(Patch("Case", case, {"Priority": "Medium"}), "job-rt-8")
+    with pytest.raises(ConnectorTerminalError, match="record type 'Billing'"):
+        await connector.write(Patch("Case", case, {"Priority": "Low"}), "job-rt-9")
+    assert picklist_calls(org) == [BILLING_CASE]
+
+
+async def test_an_unknown_record_type_is_not_found(make: Any, org: SalesforceSandbox) -> None:
+    with pytest.raises(ConnectorTerminalError, match="NOT_FOUND"):
+        await make().client.picklist_values("Case", "0125g000000NoNeAAA")
+    collection = await make().client.picklist_values("Case", BILLING_CASE)
+    priority = collection["picklistFieldValues"]["Priority"]
+    assert [v["value"] for v in priority["values"]] == ["High", "Medium"]
+    assert set(priority) == {"controllerValues", "defaultValue", "eTag", "url", "values"}
+
+
+async def test_a_batch_reads_the_record_types_in_one_query_and_sends_nothing_wrong(
+    make: Any, org: SalesforceSandbox
+) -> None:
+    billing = billing_case(org)
+    other = next(i for i in org.ids("Case") if i != billing)
+    batch = [Patch("Case", other, {"Priority": "Low"}), Patch("Case", billing, {"Priority": "Low"})]
+    sent = patches(org)
+
+    with pytest.raises(ConnectorTerminalError, match="record type 'Billing'"):
+        await make().write_many(batch, "job-rt-10")
+
+    assert patches(org) == sent
+    assert sum(1 for _, path in org.requests if path.rstrip("/").endswith("/query")) == 1
+    assert picklist_calls(org) == [MASTER_RECORD_TYPE, BILLING_CASE]
+
+
 async def test_batch_update_reports_each_record_and_a_retry_resends_only_failures(
     make: Any, org: SalesforceSandbox
 ) -> None:
@@ -258,3 +392,8 @@ async def test_api_usage_slows_down_then_holds_back(make: Any, org: SalesforceSa
     with pytest.raises(ConnectorTransientError, match="daily API allocation") as caught:
         await connector.fetch(ref)
     assert caught.value.retry_after == 900.0
+
+
+def test_api_versions_without_the_ui_api_are_refused(make: Any) -> None:
+    with pytest.raises(ValidationError, match=r"api_version must be 41\.0 or later"):
+        make(api_version="40.0")
