@@ -292,7 +292,7 @@ class ReviewItem(Base):
     status: Mapped[str] = mapped_column(String(16), default=ReviewStatus.PENDING.value)
     trace_id: Mapped[str] = mapped_column(String(32))
     prompt_ref: Mapped[str | None] = mapped_column(String(120))  # the version that answered
-    # Who caused the change (the platform's user, or the API key that re-ran the job): they
+    # Who caused the change, as the connector reported it (``platform:<email>``): they
     # cannot approve it (four eyes).
     triggered_by: Mapped[str | None] = mapped_column(String(200))
     # What an approval writes: the patch, or the reviewer's edit of it.
