@@ -3,15 +3,12 @@ through the factory, each with an in-memory state store shared like the database
 
 from __future__ import annotations
 
-import asyncio
 import gc
-from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
-import trustme
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -25,42 +22,14 @@ from connectors.salesforce.sandbox import (
     SalesforceSandbox,
 )
 from connectors.salesforce.sandbox_tls import TlsFiles, TlsSandboxServer
+from tests.connectors.support import MemoryState, trusted_tls
 
 RELAY_SECRET = "relay-secret-0123456789"
 
 
-class MemoryState:
-    """StateStore in memory: values and one lock per name, shared by connectors."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, dict[str, Any]] = {}
-        self.locks: dict[str, asyncio.Lock] = {}
-
-    async def get(self, key: str) -> dict[str, Any] | None:
-        value = self.values.get(key)
-        return dict(value) if value is not None else None
-
-    async def put(self, key: str, value: Mapping[str, Any]) -> None:
-        self.values[key] = dict(value)
-
-    @asynccontextmanager
-    async def lock(self, name: str) -> AsyncIterator[None]:
-        async with self.locks.setdefault(name, asyncio.Lock()):
-            yield
-
-
 @pytest.fixture(scope="session")
 def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
-    folder = tmp_path_factory.mktemp("tls")
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    files = TlsFiles(str(folder / "ca.pem"), str(folder / "cert.pem"), str(folder / "key.pem"))
-    ca.cert_pem.write_to_path(files.ca_file)
-    cert.cert_chain_pems[0].write_to_path(files.cert_file)
-    for extra in cert.cert_chain_pems[1:]:
-        extra.write_to_path(files.cert_file, append=True)
-    cert.private_key_pem.write_to_path(files.key_file)
-    return files
+    return trusted_tls(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,8 @@ from connectors.salesforce.sandbox import (
 )
 from connectors.salesforce.sandbox_seed import BILLING_CASE, MASTER_RECORD_TYPE
 from core.errors import ConnectorConfigInvalid, ConnectorTerminalError, ConnectorTransientError
-from tests.connectors.salesforce.conftest import SECRETS, MemoryState, lead_id
+from tests.connectors.salesforce.conftest import SECRETS, lead_id
+from tests.connectors.support import MemoryState
 
 
 def patches(org: SalesforceSandbox) -> int:
