@@ -72,6 +72,13 @@ class ChangeEvent(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
+def changed_by(who: object) -> dict[str, str]:
+    """The ``ChangeEvent.data`` entry naming who made a change — the platform's user id, or
+    an email — when the platform says: the review queue keeps it, and that person cannot
+    approve a write the change caused (four eyes). Empty when unknown."""
+    return {"changed_by": who.strip()} if isinstance(who, str) and who.strip() else {}
+
+
 @dataclass(frozen=True)
 class InboundRequest:
     """A webhook delivery as received: raw bytes, so signatures can be checked exactly."""

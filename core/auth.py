@@ -10,16 +10,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import re
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from core.db.models import ApiKey, Role, Tenant
+from core.db.models import ApiKey, Role, Tenant, User
 from core.db.types import new_id, utcnow
-from core.errors import Conflict, NotFound, Unauthenticated
+from core.errors import Conflict, InvalidRequest, NotFound, Unauthenticated
 
 KEY_PREFIX = "sy"
 
@@ -74,6 +76,36 @@ async def create_api_key(
     session.add(key)
     await session.flush()
     return key, plaintext
+
+
+PLATFORM_ID = re.compile(r"^[a-z][a-z0-9_]*:\S.*$")
+
+
+async def assign_person(
+    session: AsyncSession, key: ApiKey, email: str, platform_ids: Sequence[str] = ()
+) -> User:
+    """The key belongs to the tenant's person with ``email`` (created on first mention),
+    who is ``platform_ids`` (``<connector>:<user id>``) in the connected platforms: review
+    four eyes knows their changes by either."""
+    email = email.strip()
+    if "@" not in email:
+        raise InvalidRequest(f"{email!r} is not an email address")
+    wrong = [p for p in platform_ids if not PLATFORM_ID.match(p)]
+    if wrong:
+        raise InvalidRequest(
+            f"platform ids read <connector>:<user id>, e.g. sap:JSMITH; not {', '.join(wrong)}"
+        )
+    user = await session.scalar(
+        select(User).where(User.tenant_id == key.tenant_id, User.email == email)
+    )
+    if user is None:
+        user = User(id=new_id("usr"), tenant_id=key.tenant_id, email=email, platform_ids=[])
+        session.add(user)
+    user.platform_ids = sorted({*(user.platform_ids or ()), *platform_ids})
+    await session.flush()
+    key.user_id = user.id
+    await session.flush()
+    return user
 
 
 async def authenticate(session: AsyncSession, presented: str) -> Principal:

@@ -103,15 +103,31 @@ def keys_create(
     tenant: Annotated[str, typer.Option(help="Tenant name.")],
     role: Annotated[Role, typer.Option(help="admin, reviewer or service.")],
     name: Annotated[str, typer.Option(help="A label for the key.")] = "",
+    email: Annotated[
+        str | None, typer.Option(help="The person the key belongs to (for review four eyes).")
+    ] = None,
+    platform_id: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Their user id in a connected platform, <connector>:<id> (repeatable), e.g. "
+            "sap:JSMITH or salesforce:0055g00000XyZwVAAV; needs --email."
+        ),
+    ] = None,
 ) -> None:
     """Create an API key and print it once (it is stored only as a hash)."""
     from core import audit
-    from core.auth import create_api_key, tenant_by_name
+    from core.auth import assign_person, create_api_key, tenant_by_name
+
+    if platform_id and email is None:
+        raise _fail("--platform-id needs --email: platform ids belong to a person")
 
     async def body(services: Any) -> str:
         async with services.sessions.begin() as session:
             found = await tenant_by_name(session, tenant)
             key, plaintext = await create_api_key(session, found.id, role, name)
+            person = None
+            if email is not None:
+                person = await assign_person(session, key, email, platform_id or ())
             await audit.record(
                 session,
                 tenant_id=found.id,
@@ -120,6 +136,7 @@ def keys_create(
                 object_type="api_key",
                 object_id=key.id,
                 role=role.value,
+                user=None if person is None else person.id,
             )
             return plaintext
 

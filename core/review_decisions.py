@@ -8,14 +8,16 @@ carries the job's idempotency key, so a worker crash after the approval neither 
 write nor performs it twice.
 
 * **Approve.** Reviewer or admin role. Four eyes (``SWITCHYARD_REVIEW_FOUR_EYES``, on by
-  default): whoever triggered the change cannot approve it. Connectors report the platform
-  user who made a change as ``ChangeEvent.data["changed_by"]`` (an email where the platform
-  has one); it is kept as ``triggered_by`` = ``platform:<email>`` and compared with the
-  approver's key and the email of the user that key belongs to. Edits may only change
-  fields the proposal writes, and are checked against the target's field metadata as the
-  flow's own patch was (writable, picklist). If the record changed since the proposal (its
-  version differs), the approval is refused (409 ``review-stale``) and the item is
-  refreshed to the record's current values, for a fresh decision.
+  default): whoever made the change cannot approve it. Connectors report who made a change
+  as ``ChangeEvent.data["changed_by"]`` (the platform's user id, or an email); the item
+  keeps it as ``triggered_by`` = ``<connector>:<who>``. The approver is its author when
+  that is their API key, the email of the person the key belongs to, or one of that
+  person's platform ids (``switchyard keys create --email … --platform-id sap:JSMITH``).
+  Edits may only change fields the proposal writes, and are checked against the target's
+  field metadata as the flow's own patch was (writable, picklist). If the record changed
+  since the proposal (its version differs), the approval is refused (409
+  ``review-stale``) and the item is refreshed to the record's current values, for a fresh
+  decision.
 * **Reject.** With a reason; the job ends without writing.
 * **Expire.** Housekeeping expires items nobody decided within
   ``SWITCHYARD_REVIEW_EXPIRY_HOURS``; their jobs end without writing.
@@ -26,6 +28,7 @@ Every decision is audited with the item before and after.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -114,10 +117,10 @@ async def approve(
     async with services.sessions() as session:
         item = await get_item(session, item_id, principal.tenant_id)
         connection = await get_connection(session, item.connection_id, principal.tenant_id)
-        identities = await _identities(session, principal)
+        approver = await _approver(session, principal)
     _check_pending(item, now)
     four_eyes = services.settings.review_four_eyes
-    if four_eyes and item.triggered_by is not None and item.triggered_by.lower() in identities:
+    if four_eyes and item.triggered_by is not None and approver.made(item.triggered_by):
         raise FourEyes(
             f"{item.triggered_by} triggered this change, so someone else must approve it"
         )
@@ -157,18 +160,41 @@ async def approve(
     )
 
 
-async def _identities(session: AsyncSession, principal: Principal) -> set[str]:
-    """Who the approver is, as ``triggered_by`` would name them: their key, and the email
-    of the user the key belongs to (connectors report platform users by email)."""
-    email = await session.scalar(
-        select(User.email)
-        .join(ApiKey, ApiKey.user_id == User.id)
-        .where(ApiKey.id == principal.key_id)
+@dataclass(frozen=True)
+class _Approver:
+    """Who approves: their key, and the person the key belongs to (if it names one)."""
+
+    actor: str  # key:<id>
+    email: str | None
+    platform_ids: frozenset[str]  # "<connector>:<id>", lower case
+
+    def made(self, triggered_by: str) -> bool:
+        """Whether the change ``triggered_by`` names (``<connector>:<who>``) is theirs."""
+        who = triggered_by.strip().lower()
+        _, _, value = who.partition(":")
+        return (
+            who == self.actor.lower()
+            or (self.email is not None and value == self.email)
+            or who in self.platform_ids
+        )
+
+
+async def _approver(session: AsyncSession, principal: Principal) -> _Approver:
+    person = (
+        await session.execute(
+            select(User.email, User.platform_ids)
+            .join(ApiKey, ApiKey.user_id == User.id)
+            .where(ApiKey.id == principal.key_id)
+        )
+    ).first()
+    if person is None:
+        return _Approver(principal.actor, None, frozenset())
+    email, platform_ids = person
+    return _Approver(
+        principal.actor,
+        email.strip().lower() if email else None,
+        frozenset(str(p).strip().lower() for p in platform_ids or ()),
     )
-    found = {principal.actor.lower()}
-    if email:
-        found.add(f"platform:{email.lower()}")
-    return found
 
 
 async def reject(services: Services, item_id: str, principal: Principal, reason: str) -> ReviewItem:

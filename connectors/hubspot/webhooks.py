@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from connectors.base import ChangeEvent, ChangeType, InboundRequest
+from connectors.base import ChangeEvent, ChangeType, InboundRequest, changed_by
 from core.errors import PayloadMalformed, SignatureInvalid
 
 MAX_EVENTS = 1000
@@ -110,6 +110,13 @@ def _uris(request: InboundRequest, public_url: str | None) -> list[str]:
 
 def _matches(presented: str, expected: Sequence[str]) -> bool:
     return any(hmac.compare_digest(presented.encode(), e.encode()) for e in expected)
+
+
+def _changed_by(source_id: str | int | None) -> dict[str, str]:
+    """Who made the change: ``sourceId`` reads ``userId:<id>`` for a person (a reviewer's key
+    carries ``hubspot:<id>`` to be known by it)."""
+    source = str(source_id or "")
+    return changed_by(source.removeprefix("userId:")) if source.startswith("userId:") else {}
 
 
 def verify(
@@ -224,7 +231,8 @@ def parse(
                     "changeSource": event.change_source,
                     "sourceId": None if event.source_id is None else str(event.source_id),
                     "attemptNumber": event.attempt_number,
-                },
+                }
+                | _changed_by(event.source_id),
             )
         except ValidationError as exc:  # e.g. a NUL character PostgreSQL cannot store
             raise PayloadMalformed(f"event {event.event_id}: {exc.errors()[0]['msg']}") from None

@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from connectors.base import ChangeEvent, ChangeType, InboundRequest
+from connectors.base import ChangeEvent, ChangeType, InboundRequest, changed_by
 from core import signing
 from core.errors import PayloadMalformed, SignatureInvalid
 
@@ -148,7 +148,9 @@ class Parser:
                 change_type=CHANGE_TYPES[base],
                 changed_fields=tuple(changed),
                 occurred_at=_millis(header.get("commitTimestamp")),
-                data=data | ({"gap": True} if kind.startswith("GAP_") else {}),
+                data=data
+                | changed_by(header.get("commitUser"))
+                | ({"gap": True} if kind.startswith("GAP_") else {}),
             )
             for record_id in ids
             if isinstance(record_id, str) and record_id and "*" not in record_id

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 from xml.etree import ElementTree as ET
 
-from connectors.base import Ack, ChangeEvent, ChangeType
+from connectors.base import Ack, ChangeEvent, ChangeType, changed_by
 from core.errors import PayloadMalformed, SignatureInvalid
 
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -157,7 +157,7 @@ def parse(body: bytes, integration_user_id: str | None) -> list[ChangeEvent]:
                     change_type=change,
                     changed_fields=tuple(name for name in fields if name != "Id"),
                     occurred_at=_timestamp(fields.get("LastModifiedDate")),
-                    data=fields,
+                    data=fields | changed_by(modifier),
                 )
             )
         except ValueError as exc:

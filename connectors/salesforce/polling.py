@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from connectors.base import ChangeEvent, ChangeType, PollResult
+from connectors.base import ChangeEvent, ChangeType, PollResult, changed_by
 from connectors.salesforce.client import SalesforceClient
 from core.errors import ConnectorTerminalError
 
@@ -69,7 +69,7 @@ def row_event(object_name: str, fields: Sequence[str], row: Mapping[str, Any]) -
         change_type=ChangeType.CREATED if created else ChangeType.UPDATED,
         changed_fields=tuple(fields),
         occurred_at=parse_datetime(stamp),
-        data=record,
+        data=record | changed_by(record.get("LastModifiedById")),
     )
 
 

@@ -248,7 +248,7 @@ async def _run_steps(
                 reasons=reasons,
                 trace_id=job.trace_id,
                 prompt_ref=prompt.ref,
-                triggered_by=_triggered_by(event),
+                triggered_by=_triggered_by(event, connection.connector),
                 expires_at=utcnow() + timedelta(hours=services.settings.review_expiry_hours),
             )
         steps.append({"step": "review", "review_item": item.id, "reasons": reasons})
@@ -309,13 +309,14 @@ def _review_reasons(
     return []
 
 
-def _triggered_by(event: Event) -> str | None:
-    """Who made the change, when the connector reported it (``data["changed_by"]``, an
-    email where the platform has one): they cannot approve the write (four eyes)."""
+def _triggered_by(event: Event, connector: str) -> str | None:
+    """Who made the change, when the connector reported it (``data["changed_by"]``: the
+    platform's user id, or an email), as ``<connector>:<who>``: they cannot approve the
+    write (four eyes, :mod:`core.review_decisions`)."""
     changed_by = (event.data or {}).get("changed_by")
     if not isinstance(changed_by, str) or not changed_by.strip():
         return None
-    return f"platform:{changed_by.strip().lower()}"[:200]
+    return f"{connector}:{changed_by.strip()}"[:200]
 
 
 def _unreviewed(connection: Connection) -> bool:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,7 +20,7 @@ from typer.testing import CliRunner
 from core.auth import authenticate
 from core.cli import app
 from core.db.engine import make_engine, make_sessionmaker
-from core.db.models import ApiKey, AuditEntry, Job, JobStatus, Role
+from core.db.models import ApiKey, AuditEntry, Job, JobStatus, Role, User
 from core.errors import Unauthenticated
 from core.queue import NewJob, enqueue
 from tests.conftest import TEST_KEY
@@ -42,6 +43,18 @@ def _query(url: str, statement: object) -> object:
         try:
             async with make_sessionmaker(engine)() as session:
                 return await session.scalar(statement)  # type: ignore[call-overload]
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def _rows(url: str, statement: object) -> list[Any]:
+    async def run() -> list[Any]:
+        engine = make_engine(url)
+        try:
+            async with make_sessionmaker(engine)() as session:
+                return list((await session.execute(statement)).all())  # type: ignore[call-overload]
         finally:
             await engine.dispose()
 
@@ -95,6 +108,30 @@ def test_setup_path_creates_tenant_and_a_key_shown_once(env: str) -> None:
 
     assert asyncio.run(check()) is Role.REVIEWER
     assert _query(env, select(func.count()).select_from(AuditEntry)) == 1
+
+
+def test_a_reviewer_key_names_its_person_and_their_platform_ids(env: str) -> None:
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+    assert runner.invoke(app, ["tenants", "create", "acme"]).exit_code == 0
+    create = ["keys", "create", "--tenant", "acme", "--role", "reviewer"]
+
+    person = ["--email", "ana@acme.example", "--platform-id", "sap:ANA"]
+    made = runner.invoke(app, [*create, *person, "--platform-id", "hubspot:9001"])
+    orphan = runner.invoke(app, [*create, "--platform-id", "sap:ANA"])
+    malformed = runner.invoke(app, [*create, "--email", "ana@acme.example", "--platform-id", "ANA"])
+
+    assert made.exit_code == 0, made.output
+    assert [tuple(row) for row in _rows(env, select(User.email, User.platform_ids))] == [
+        ("ana@acme.example", ["hubspot:9001", "sap:ANA"])
+    ]
+    assert (
+        _query(env, select(func.count()).select_from(ApiKey).where(ApiKey.user_id.is_not(None)))
+        == 1
+    )
+    assert orphan.exit_code == 2
+    assert "--platform-id needs --email" in orphan.output
+    assert malformed.exit_code == 2
+    assert "<connector>:<user id>" in malformed.output
 
 
 def test_unknown_tenant_and_bad_role_are_explained(env: str) -> None:

@@ -60,6 +60,9 @@ class User(Base):
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     email: Mapped[str] = mapped_column(String(320))
     name: Mapped[str] = mapped_column(String(200), default="")
+    # The person's user ids in the connected platforms, "<connector>:<id>" (e.g.
+    # "sap:JSMITH"), so a change they made there is known as theirs (review four eyes).
+    platform_ids: Mapped[list[str] | None] = mapped_column(JsonType)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -292,8 +295,8 @@ class ReviewItem(Base):
     status: Mapped[str] = mapped_column(String(16), default=ReviewStatus.PENDING.value)
     trace_id: Mapped[str] = mapped_column(String(32))
     prompt_ref: Mapped[str | None] = mapped_column(String(120))  # the version that answered
-    # Who caused the change, as the connector reported it (``platform:<email>``): they
-    # cannot approve it (four eyes).
+    # Who made the change, as the source connector reported it ("<connector>:<user id or
+    # email>"): they cannot approve it (four eyes).
     triggered_by: Mapped[str | None] = mapped_column(String(200))
     # What an approval writes: the patch, or the reviewer's edit of it.
     approved_patch: Mapped[dict[str, Any] | None] = mapped_column(JsonType)

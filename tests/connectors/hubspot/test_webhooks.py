@@ -158,6 +158,7 @@ def test_a_batch_parses_into_change_events_in_time_order() -> None:
         e.platform_event_id for e in events
     ]
     assert message.data["propertyValue"] == "Pricing for 60 seats?"
+    assert message.data["changed_by"] == "9001"  # sourceId userId:9001, for four eyes
 
 
 def test_own_write_backs_ignored_sources_and_other_portals_are_dropped() -> None:

@@ -181,7 +181,11 @@ def test_change_types_map_onto_created_updated_deleted(connector: SalesforceConn
         (LEADS[2], ChangeType.DELETED),
         (LEADS[2], ChangeType.CREATED),  # restored from the recycle bin
     ]
-    assert events[0].data == {"LastName": "Ng", "Company": "Ng Robotics"}
+    assert events[0].data == {
+        "LastName": "Ng",
+        "Company": "Ng Robotics",
+        "changed_by": HUMAN_USER,  # commitUser, for review four eyes
+    }
     assert events[1].changed_fields == ("Rating", "LastModifiedDate")
     assert all(e.object == "Lead" and e.occurred_at == COMMITTED for e in events)
 
@@ -231,7 +235,7 @@ def test_gap_events_keep_their_base_change_overflow_and_wildcards_name_no_record
     assert (gap.record_id, gap.change_type, gap.data) == (
         LEADS[0],
         ChangeType.UPDATED,
-        {"gap": True},
+        {"gap": True, "changed_by": HUMAN_USER},
     )
 
 

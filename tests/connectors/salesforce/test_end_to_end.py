@@ -7,176 +7,95 @@ under a storm of the org's faults no job fails and no write is lost or doubled."
 
 from __future__ import annotations
 
-import asyncio
-import gc
-import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-from pydantic import SecretStr
 from sqlalchemy import func, select, update
 
-from connectors.registry import ConnectorRegistry
-from connectors.salesforce import SalesforceConnectorFactory
 from connectors.salesforce.demo import CASE_FIELDS, LEAD_FIELDS
 from connectors.salesforce.sandbox import INTEGRATION_USER, SalesforceSandbox
 from connectors.salesforce.sandbox_tls import TlsFiles, TlsSandboxServer
-from core.auth import create_api_key, create_tenant
-from core.connections import create_connection
-from core.db.models import FINISHED, Event, Job, JobStatus, Role
+from core.db.models import Event, Job, JobStatus
 from core.db.types import utcnow
-from core.flows.catalog import FlowCatalog
-from core.jobkinds import builtin_handlers
 from core.sandbox.anthropic import AnthropicSandbox
 from core.sandbox.server import SandboxServer
-from core.services import Services, build_services
 from core.settings import Settings
-from core.web.app import create_app
-from core.worker import Worker
 from tests.connectors.salesforce.conftest import SECRETS, lead_id, sf_config
+from tests.connectors.support import Switchyard, settled, start_switchyard
 
-MAPPINGS = Path(__file__).resolve().parents[3] / "mappings"
 LEAD_FLOW, CASE_FLOW = "salesforce/lead_qualification", "salesforce/case_summary"
 FLOWS = (CASE_FLOW, LEAD_FLOW)
-PUBLIC = "http://switchyard.test"
 PARKED = (JobStatus.AWAITING_REVIEW,)
 LEAD_WRITES = {"Rating", "Qualification_Reason__c"}
 CASE_WRITES = {"AI_Summary__c", "AI_Next_Step__c", "AI_Sentiment__c"}
 
 
-def registry() -> ConnectorRegistry:
-    # Once pyproject declares the entry point, the factory is loaded from it.
-    installed = ConnectorRegistry.from_entry_points()
-    return ConnectorRegistry.from_entry_points(
-        extra=[] if "salesforce" in installed else [SalesforceConnectorFactory()]
-    )
-
-
-@dataclass
-class Switchyard:
-    services: Services
-    org: SalesforceSandbox
-    client: httpx.AsyncClient
-    worker: Worker
-    connection_id: str
-    instance_url: str
-
-    async def jobs(self) -> list[Job]:
-        async with self.services.sessions() as session:
-            jobs = await session.scalars(select(Job).where(Job.kind == "flow.run"))
-            return sorted(jobs, key=lambda j: j.id)
-
-    async def pass_retry_waits(self) -> None:
-        """While no job runs, bring the queued retries forward: the back-off the org's
-        faults ask for (300 s after REQUEST_LIMIT_EXCEEDED) passes at once, as it would on
-        a simulated clock. The order of attempts is the real one."""
-        async with self.services.sessions.begin() as session:
-            running = await session.scalar(
-                select(func.count()).select_from(Job).where(Job.status == JobStatus.RUNNING.value)
-            )
-            if running:
-                return
-            moved = await session.execute(
-                update(Job)
-                .where(Job.status == JobStatus.QUEUED.value, Job.run_at > utcnow())
-                .values(run_at=utcnow())
-            )
-        if moved.rowcount:  # type: ignore[attr-defined]
-            self.worker.wake()
-
-    async def settle(self, expected: int, timeout: float = 30) -> list[Job]:
-        """Deliver outbound messages until ``expected`` flow jobs exist and all have
-        finished, and the org has nothing left to send."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            await self.org.deliver_outbound(self.client, self.instance_url)
-            jobs = await self.jobs()
-            settled = all(j.status in (*FINISHED, *PARKED) for j in jobs)
-            if len(jobs) >= expected and settled and not self.org.pending_notifications():
-                return jobs
-            await self.pass_retry_waits()
-            await asyncio.sleep(0.1)
-        raise AssertionError(
-            f"jobs did not settle: {[(j.id, j.status, j.last_error) for j in await self.jobs()]}"
-        )
-
-
-@pytest.fixture
-def claude() -> Iterator[str]:
-    # The sandbox "model" answers each request the same way for a seed; with this one the
-    # leads' ratings are confident enough to be written without review.
-    with SandboxServer(AnthropicSandbox(latency_scale=0, seed=2).app) as upstream:
-        yield upstream.url
-
-
 @pytest.fixture
 async def switchyard(
-    settings: Settings,
+    settings: Settings, org: SalesforceSandbox, server: TlsSandboxServer, tls: TlsFiles
+) -> AsyncIterator[Switchyard]:
+    # The sandbox "model" answers each request the same way for a seed; with this one the
+    # leads' ratings are confident enough to be written without review.
+    with SandboxServer(AnthropicSandbox(latency_scale=0, seed=2).app) as claude:
+        async with start_switchyard(
+            settings,
+            claude.url,
+            "salesforce",
+            config=sf_config(
+                server,
+                tls,
+                external_id_fields={"Lead": "Switchyard_Key__c", "Case": "Switchyard_Key__c"},
+                writeback_fields={"Lead": sorted(LEAD_WRITES), "Case": sorted(CASE_WRITES)},
+            ),
+            secrets=SECRETS,
+            flows=FLOWS,  # checked against the org's describe before they are enabled
+        ) as started:
+            # The rules an admin sets up: "created, and every time it's edited" → this hook.
+            org.add_outbound_rule("Lead", started.hook_url, LEAD_FIELDS)
+            org.add_outbound_rule("Case", started.hook_url, CASE_FIELDS)
+            yield started
+
+
+async def pass_retry_waits(switchyard: Switchyard) -> None:
+    """While no job runs, bring the queued retries forward: the back-off the org's faults
+    ask for (300 s after REQUEST_LIMIT_EXCEEDED) passes at once, as it would on a simulated
+    clock. The order of attempts is the real one."""
+    async with switchyard.services.sessions.begin() as session:
+        running = await session.scalar(
+            select(func.count()).select_from(Job).where(Job.status == JobStatus.RUNNING.value)
+        )
+        if running:
+            return
+        moved = await session.execute(
+            update(Job)
+            .where(Job.status == JobStatus.QUEUED.value, Job.run_at > utcnow())
+            .values(run_at=utcnow())
+        )
+    if moved.rowcount:  # type: ignore[attr-defined]
+        switchyard.worker.wake()
+
+
+async def settle(
+    switchyard: Switchyard,
     org: SalesforceSandbox,
     server: TlsSandboxServer,
-    tls: TlsFiles,
-    claude: str,
-) -> AsyncIterator[Switchyard]:
-    services = build_services(
-        settings.model_copy(
-            update={
-                "anthropic_base_url": claude,
-                "anthropic_api_key": SecretStr("sk-ant-sandbox"),
-                "mappings_dir": MAPPINGS,
-                "public_url": PUBLIC,
-            }
-        ),
-        registry=registry(),
-        flows=FlowCatalog.load(MAPPINGS),
+    expected: int,
+    timeout: float = 30,
+) -> list[Job]:
+    """Deliver outbound messages until ``expected`` flow jobs exist and all have finished,
+    and the org has nothing left to send; the retries' waits pass at once."""
+
+    async def deliver(client: httpx.AsyncClient) -> None:
+        await pass_retry_waits(switchyard)
+        await org.deliver_outbound(client, server.url)
+
+    return await switchyard.settle(
+        deliver,
+        lambda jobs: settled(jobs, expected) and not org.pending_notifications(),
+        timeout,
     )
-    try:
-        async with services.sessions.begin() as session:
-            tenant = await create_tenant(session, "acme")
-            _, admin_key = await create_api_key(session, tenant.id, Role.ADMIN, name="admin")
-            connection = await create_connection(
-                session,
-                tenant_id=tenant.id,
-                factory=services.connectors.registry.require("salesforce"),
-                name="salesforce",
-                config=sf_config(
-                    server,
-                    tls,
-                    external_id_fields={"Lead": "Switchyard_Key__c", "Case": "Switchyard_Key__c"},
-                    writeback_fields={"Lead": sorted(LEAD_WRITES), "Case": sorted(CASE_WRITES)},
-                ),
-                secrets=SECRETS,
-                keyring=services.keyring,
-            )
-        hook = f"{PUBLIC}/hooks/{connection.id}"
-        # The rules an admin sets up: "created, and every time it's edited" → this hook.
-        org.add_outbound_rule("Lead", hook, LEAD_FIELDS)
-        org.add_outbound_rule("Case", hook, CASE_FIELDS)
-        transport = httpx.ASGITransport(app=create_app(services))
-        worker = Worker(services, builtin_handlers(), run_scheduler=False, concurrency=4)
-        stop = asyncio.Event()
-        task = asyncio.create_task(worker.run(stop))
-        async with httpx.AsyncClient(transport=transport, base_url=PUBLIC) as client:
-            # As an admin enables them: refused unless the org's describe has every field the
-            # flow reads and writes, updateable, with the picklist values its answers use.
-            for flow in FLOWS:
-                enabled = await client.put(
-                    f"/v1/connections/{connection.id}/flows/{flow}",
-                    json={"enabled": True},
-                    headers={"authorization": f"Bearer {admin_key}"},
-                )
-                assert enabled.status_code == 200, enabled.text
-            yield Switchyard(services, org, client, worker, connection.id, server.url)
-        stop.set()
-        await asyncio.wait_for(task, 30)
-    finally:
-        await services.aclose()
-        # Closing a requests session only drops its pools (urllib3 2): their sockets close
-        # when collected, and the org's TLS server waits for them when it stops.
-        gc.collect()
 
 
 def _written(org: SalesforceSandbox, record_id: str) -> list[dict[str, Any]]:
@@ -220,9 +139,8 @@ async def _stored_events(switchyard: Switchyard) -> set[str]:
 
 
 async def test_a_change_in_salesforce_is_answered_and_written_back_once(
-    switchyard: Switchyard,
+    switchyard: Switchyard, org: SalesforceSandbox, server: TlsSandboxServer
 ) -> None:
-    org = switchyard.org
     lead = lead_id(org)
     case = org.ids("Case")[0]
     org.change(
@@ -232,7 +150,7 @@ async def test_a_change_in_salesforce_is_answered_and_written_back_once(
         "budget sign-off. Please send pricing and book a demo for our COO next week.",
     )
     org.change("Case", case, Status="Working")
-    jobs = await switchyard.settle(expected=2)
+    jobs = await settle(switchyard, org, server, expected=2)
 
     assert sorted(j.flow or "" for j in jobs) == sorted(FLOWS)  # the write-backs start nothing
     assert [j.status for j in jobs] == [JobStatus.DONE, JobStatus.DONE]
@@ -248,14 +166,13 @@ async def test_a_change_in_salesforce_is_answered_and_written_back_once(
     assert len(stored) == 2
     assert not {f"om:{n.notification_id}" for n in own} & stored
     # Nothing is left to send, and another delivery round starts nothing.
-    assert await org.deliver_outbound(switchyard.client, switchyard.instance_url) == 0
+    assert await org.deliver_outbound(switchyard.client, server.url) == 0
     assert len(await switchyard.jobs()) == 2
 
 
 async def test_under_a_fault_storm_no_job_fails_and_no_write_is_lost_or_doubled(
-    switchyard: Switchyard,
+    switchyard: Switchyard, org: SalesforceSandbox, server: TlsSandboxServer
 ) -> None:
-    org = switchyard.org
     for n, (company, employees) in enumerate([("Quayside Cold Chain", 1200), ("Ostra", 35)]):
         org.create(
             "Lead",
@@ -294,7 +211,7 @@ async def test_under_a_fault_storm_no_job_fails_and_no_write_is_lost_or_doubled(
     for case in cases:
         org.lock_record(case)
     storm = 9 + len(cases)
-    jobs = await switchyard.settle(expected=len(leads) + len(cases), timeout=45)
+    jobs = await settle(switchyard, org, server, expected=len(leads) + len(cases), timeout=45)
 
     # One job per change: neither the retries nor the write-backs start another.
     assert sorted(str(j.payload["record_id"]) for j in jobs) == sorted([*leads, *cases])

@@ -97,6 +97,7 @@ def test_a_notification_verifies_and_parses_into_a_change_event(
     assert event.data["Description"] == "Quote for 120 trucks & 4 depots, please."
     assert event.data["Rating"] is None  # xsi:nil, not ""
     assert event.data["LastModifiedById"] != INTEGRATION_USER
+    assert event.data["changed_by"] == event.data["LastModifiedById"]  # for four eyes
     assert event.occurred_at == LATER
 
 

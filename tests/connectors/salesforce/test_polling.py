@@ -87,7 +87,9 @@ async def test_records_sharing_a_stamp_across_pages_and_polls_arrive_once_in_ord
         "CreatedDate",
         "LastModifiedDate",
         "LastModifiedById",
+        "changed_by",  # LastModifiedById, for review four eyes
     }
+    assert events[-1].data["changed_by"] == events[-1].data["LastModifiedById"]
     assert cursor["objects"]["Lead"]["id"] == max(same)
 
     # Polling again from the cursor finds nothing new: the look-back re-reads the last

@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy import select, update
 
 from core import review_decisions
-from core.auth import Principal, create_api_key
-from core.db.models import ApiKey, AuditEntry, Job, JobStatus, ReviewItem, ReviewStatus, Role, User
-from core.db.types import new_id
+from core.auth import Principal, assign_person, create_api_key
+from core.db.models import AuditEntry, Job, JobStatus, ReviewItem, ReviewStatus, Role
+from core.errors import InvalidRequest
 from core.housekeeping import housekeep
 from core.review_decisions import FourEyes, ReviewEditInvalid, ReviewNotPending, ReviewStale
 from tests.core.flows.conftest import TICKET, World
@@ -35,14 +35,13 @@ async def _proposed(world: World, **event: object) -> tuple[int, ReviewItem]:
     return job.id, item
 
 
-async def _reviewer(world: World, email: str | None = None) -> Principal:
+async def _reviewer(
+    world: World, email: str | None = None, platform_ids: tuple[str, ...] = ()
+) -> Principal:
     async with world.services.sessions.begin() as session:
         row, _ = await create_api_key(session, world.tenant_id, Role.REVIEWER, name="ana")
         if email is not None:
-            user = User(id=new_id("usr"), tenant_id=world.tenant_id, email=email)
-            session.add(user)
-            await session.flush()
-            await session.execute(update(ApiKey).where(ApiKey.id == row.id).values(user_id=user.id))
+            await assign_person(session, row, email, platform_ids)
     return Principal(world.tenant_id, row.id, Role.REVIEWER)
 
 
@@ -138,7 +137,7 @@ async def test_whoever_made_the_change_cannot_approve_it(world: World) -> None:
         await session.execute(
             update(ReviewItem)
             .where(ReviewItem.id == item.id)
-            .values(triggered_by="platform:ada@example.com")
+            .values(triggered_by="webhook:ada@example.com")
         )
     author = await _reviewer(world, email="Ada@Example.com")
     with pytest.raises(FourEyes):
@@ -157,7 +156,7 @@ async def test_a_connector_reported_author_is_kept(world: World) -> None:
     async with world.services.sessions() as session:
         item = await session.scalar(select(ReviewItem).where(ReviewItem.job_id == job.id))
     assert item is not None
-    assert item.triggered_by == "platform:ada@x.io"
+    assert item.triggered_by == "webhook:Ada@X.io"
 
 
 async def test_reject_and_expiry_end_the_job_without_writing(world: World) -> None:
@@ -208,9 +207,38 @@ async def test_four_eyes_can_be_turned_off_for_a_team_of_one(world: World) -> No
         await session.execute(
             update(ReviewItem)
             .where(ReviewItem.id == item.id)
-            .values(triggered_by="platform:ada@example.com")
+            .values(triggered_by="webhook:ada@example.com")
         )
     world.services.settings = world.services.settings.model_copy(update={"review_four_eyes": False})
     author = await _reviewer(world, email="ada@example.com")
     approved = await review_decisions.approve(world.services, item.id, author)
     assert approved.status == ReviewStatus.APPROVED.value
+
+
+async def test_a_reviewer_is_known_by_their_platform_user_id(world: World) -> None:
+    """SAP, Dynamics and Salesforce name users by id: a key that carries the person's id in
+    the platform cannot approve that person's change; their email alone would not tell."""
+    _, item = await _proposed(world)
+    async with world.services.sessions.begin() as session:
+        await session.execute(
+            update(ReviewItem).where(ReviewItem.id == item.id).values(triggered_by="sap:JSMITH")
+        )
+    author = await _reviewer(world, "john.smith@example.com", ("sap:jsmith", "hubspot:9001"))
+    with pytest.raises(FourEyes, match="sap:JSMITH triggered this change"):
+        await review_decisions.approve(world.services, item.id, author)
+    same_id_elsewhere = await _reviewer(world, "grace@example.com", ("dynamics:jsmith",))
+    approved = await review_decisions.approve(world.services, item.id, same_id_elsewhere)
+    assert approved.status == ReviewStatus.APPROVED.value
+
+
+async def test_a_person_and_their_platform_ids_are_checked(world: World) -> None:
+    async with world.services.sessions.begin() as session:
+        row, _ = await create_api_key(session, world.tenant_id, Role.REVIEWER)
+        with pytest.raises(InvalidRequest, match="not an email address"):
+            await assign_person(session, row, "jsmith")
+        with pytest.raises(InvalidRequest, match="<connector>:<user id>"):
+            await assign_person(session, row, "j@example.com", ["JSMITH"])
+        first = await assign_person(session, row, "j@example.com", ["sap:JSMITH"])
+        again = await assign_person(session, row, "j@example.com", ["hubspot:9001"])
+    assert again.id == first.id
+    assert again.platform_ids == ["hubspot:9001", "sap:JSMITH"]

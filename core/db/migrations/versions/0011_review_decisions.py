@@ -1,7 +1,7 @@
 """review decisions: expiry, four eyes, approved (possibly edited) patches
 
-Adds ``triggered_by``, ``approved_patch`` and ``expires_at`` to review items and the
-``expired`` status. The status CHECK is widened on SQLite by editing the stored schema, as
+Adds ``triggered_by``, ``approved_patch`` and ``expires_at`` to review items, the
+``expired`` status, and ``users.platform_ids`` (who a person is in the connected platforms). The status CHECK is widened on SQLite by editing the stored schema, as
 0009 did for jobs (rebuilding the table is avoidable, and the new constraint only allows
 more values, so every stored row still satisfies it).
 
@@ -63,9 +63,19 @@ def upgrade() -> None:
             "ix_review_items_status_expires", ["status", "expires_at"], unique=False
         )
     _statuses(OLD, NEW)
+    with op.batch_alter_table("users", schema=None, recreate="never") as batch_op:
+        batch_op.add_column(
+            sa.Column(
+                "platform_ids",
+                sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+                nullable=True,
+            )
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("users", schema=None, recreate="never") as batch_op:
+        batch_op.drop_column("platform_ids")
     op.execute("UPDATE review_items SET status = 'rejected' WHERE status = 'expired'")
     _statuses(NEW, OLD)
     with op.batch_alter_table("review_items", schema=None, recreate="never") as batch_op:
