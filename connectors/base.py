@@ -11,10 +11,11 @@ anything is stored. Everything that talks to the platform is async.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import math
-from collections.abc import Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -188,6 +189,28 @@ class StateStore(Protocol):
     async def put(self, key: str, value: Mapping[str, Any]) -> None: ...
 
     def lock(self, name: str) -> AbstractAsyncContextManager[None]: ...
+
+
+class MemoryStateStore:
+    """A process-local :class:`StateStore`: for a connector built without core's database
+    state (a dry run, a script), and for tests. Values are copied in and out, as the
+    database store's are."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, dict[str, Any]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def get(self, key: str) -> dict[str, Any] | None:
+        value = self.values.get(key)
+        return dict(value) if value is not None else None
+
+    async def put(self, key: str, value: Mapping[str, Any]) -> None:
+        self.values[key] = dict(value)
+
+    @asynccontextmanager
+    async def lock(self, name: str) -> AsyncIterator[None]:
+        async with self._locks.setdefault(name, asyncio.Lock()):
+            yield
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from connectors.base import (
     FieldMeta,
     InboundRequest,
     IngestResult,
+    MemoryStateStore,
     Patch,
     PollResult,
     Record,
@@ -31,7 +32,7 @@ from connectors.base import (
     WriteResult,
 )
 from connectors.dynamics import webhooks
-from connectors.dynamics.auth import MemoryState, MsalTokens
+from connectors.dynamics.auth import MsalTokens
 from connectors.dynamics.client import WebApi
 from connectors.dynamics.config import DynamicsConfig, DynamicsSecrets
 from connectors.dynamics.limits import Governor
@@ -59,7 +60,7 @@ class DynamicsConnector:
         self._config = config
         self._secrets = secrets
         self._context = context
-        self._state: StateStore = context.state if context.state is not None else MemoryState()
+        self._state: StateStore = context.state if context.state is not None else MemoryStateStore()
         self.tokens = MsalTokens(config, secrets, self._state)
         governor = Governor(
             max_concurrency=config.max_concurrency, max_wait=config.max_retry_wait_seconds

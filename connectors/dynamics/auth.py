@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
 from connectors.base import StateStore
@@ -30,26 +28,6 @@ from core.errors import ConnectorTerminalError, ConnectorTransientError
 STATE_KEY = "msal"
 EARLY_SECONDS = 300  # MSAL itself treats a token this close to expiry as expired
 _TRANSIENT_ERRORS = {"temporarily_unavailable", "server_error"}
-
-
-class MemoryState:
-    """A process-local StateStore, for a connector built without core's database state."""
-
-    def __init__(self) -> None:
-        self._values: dict[str, dict[str, Any]] = {}
-        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-
-    async def get(self, key: str) -> dict[str, Any] | None:
-        value = self._values.get(key)
-        return dict(value) if value is not None else None
-
-    async def put(self, key: str, value: Mapping[str, Any]) -> None:
-        self._values[key] = dict(value)
-
-    @asynccontextmanager
-    async def lock(self, name: str) -> AsyncIterator[None]:
-        async with self._locks[name]:
-            yield
 
 
 class MsalTokens:

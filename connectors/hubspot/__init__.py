@@ -23,6 +23,7 @@ from connectors.base import (
     FieldMeta,
     InboundRequest,
     IngestResult,
+    MemoryStateStore,
     Patch,
     PollResult,
     Record,
@@ -32,7 +33,7 @@ from connectors.base import (
     WriteStatus,
 )
 from connectors.hubspot import webhooks
-from connectors.hubspot.auth import MemoryState, OAuthTokens, StaticToken, TokenSource
+from connectors.hubspot.auth import OAuthTokens, StaticToken, TokenSource
 from connectors.hubspot.client import HubSpotApi
 from connectors.hubspot.config import HubSpotConfig, HubSpotSecrets
 from connectors.hubspot.limits import RateGovernor
@@ -56,7 +57,7 @@ class HubSpotConnector:
         self._config = config
         self._context = context
         self._client_secret = secrets.client_secret.get_secret_value()
-        self._state: StateStore = context.state if context.state is not None else MemoryState()
+        self._state: StateStore = context.state if context.state is not None else MemoryStateStore()
         self.tokens: TokenSource
         if secrets.access_token is not None:
             self.tokens = StaticToken(secrets.access_token.get_secret_value())

@@ -10,11 +10,8 @@ re-reads the state and adopts the token the first one stored instead of refreshi
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -66,26 +63,6 @@ class StaticToken:
 
     async def refreshed(self, stale: str) -> str | None:
         return None
-
-
-class MemoryState:
-    """A process-local StateStore, for a connector built without core's database state."""
-
-    def __init__(self) -> None:
-        self._values: dict[str, dict[str, Any]] = {}
-        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-
-    async def get(self, key: str) -> dict[str, Any] | None:
-        value = self._values.get(key)
-        return dict(value) if value is not None else None
-
-    async def put(self, key: str, value: Mapping[str, Any]) -> None:
-        self._values[key] = dict(value)
-
-    @asynccontextmanager
-    async def lock(self, name: str) -> AsyncIterator[None]:
-        async with self._locks[name]:
-            yield
 
 
 class OAuthTokens:

@@ -17,6 +17,7 @@ import trustme
 from pydantic import SecretStr
 from sqlalchemy import select
 
+from connectors.base import MemoryStateStore
 from connectors.registry import ConnectorRegistry
 from connectors.salesforce.sandbox_tls import TlsFiles
 from core.auth import Principal, create_api_key, create_tenant
@@ -29,26 +30,9 @@ from core.settings import Settings
 from core.web.app import create_app
 from core.worker import Worker
 
-
-class MemoryState:
-    """A StateStore in memory: values and one lock per name, shared by the connectors of one
-    test as the database store is shared by every worker."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, dict[str, Any]] = {}
-        self.locks: dict[str, asyncio.Lock] = {}
-
-    async def get(self, key: str) -> dict[str, Any] | None:
-        value = self.values.get(key)
-        return dict(value) if value is not None else None
-
-    async def put(self, key: str, value: Mapping[str, Any]) -> None:
-        self.values[key] = dict(value)
-
-    @asynccontextmanager
-    async def lock(self, name: str) -> AsyncIterator[None]:
-        async with self.locks.setdefault(name, asyncio.Lock()):
-            yield
+# The connectors' own in-process store; tests share one between the connectors they build,
+# as workers share the database store.
+MemoryState = MemoryStateStore
 
 
 def trusted_tls(folder: Path) -> TlsFiles:

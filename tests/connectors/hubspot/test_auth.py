@@ -10,7 +10,7 @@ import asyncio
 import pytest
 
 from connectors.base import RecordRef
-from connectors.hubspot.auth import STATE_KEY, MemoryState
+from connectors.hubspot.auth import STATE_KEY
 from connectors.hubspot.sandbox import HubSpotSandbox
 from core.auth import create_tenant
 from core.connections import create_connection
@@ -23,6 +23,7 @@ from tests.connectors.hubspot.conftest import (
     config_for,
     oauth_secrets,
 )
+from tests.connectors.support import MemoryState
 
 
 async def test_the_first_call_refreshes_and_the_rotated_token_is_stored(
