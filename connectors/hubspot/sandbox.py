@@ -30,6 +30,7 @@ import json
 import threading
 import time
 from collections.abc import Mapping
+from contextlib import nullcontext
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -166,7 +167,7 @@ class HubSpotSandbox:
     async def deliver(self, client: httpx.AsyncClient | None = None) -> list[httpx.Response]:
         """Send the pending webhook events to every subscription (signed)."""
         responses: list[httpx.Response] = []
-        async with httpx.AsyncClient(timeout=10) if client is None else _borrowed(client) as c:
+        async with httpx.AsyncClient(timeout=10) if client is None else nullcontext(client) as c:
             for subscription in self.subscriptions:
                 responses += await self.outbox.deliver(subscription, c)
         return responses
@@ -253,9 +254,7 @@ class HubSpotSandbox:
         return JSONResponse(stored.view(object_type, list(values)))
 
     def _apply(self, object_type: str, record_id: str, values: dict[str, Any]) -> None:
-        problems = self.store.invalid_properties(object_type, values)
-        if problems:
-            raise InvalidInput(f"Property values were not valid: {json.dumps(problems)}")
+        self.store.check_properties(object_type, values)
         stored, changed = self.store.update(object_type, record_id, values, self._now_ms())
         self.writes.append((object_type, record_id, values))
         self._queue(
@@ -279,9 +278,7 @@ class HubSpotSandbox:
                     page["paging"] = {"next": {"after": str(start + limit)}}
                 return JSONResponse(page)
             values = dict(body.get("properties") or {})
-            problems = self.store.invalid_properties(object_type, values)
-            if problems:
-                raise InvalidInput(f"Property values were not valid: {json.dumps(problems)}")
+            self.store.check_properties(object_type, values)
             stored = self.store.create(object_type, values, self._now_ms())
             self._queue(
                 object_type, stored.id, None, "INTEGRATION", str(self.app_id), stored.created_ms
@@ -356,9 +353,7 @@ class HubSpotSandbox:
         stored = self.store.find_unique(object_type, str(id_property), key)
         new = stored is None
         if stored is None:
-            problems = self.store.invalid_properties(object_type, values)
-            if problems:
-                raise InvalidInput(f"Property values were not valid: {json.dumps(problems)}")
+            self.store.check_properties(object_type, values)
             stored = self.store.create(object_type, values, self._now_ms())
             self.writes.append((object_type, stored.id, values))
         else:
@@ -399,19 +394,6 @@ class HubSpotSandbox:
             return JSONResponse({"results": results})
 
         return await self._answer(request, associations)
-
-
-class _borrowed:
-    """An async context manager lending a client without closing it."""
-
-    def __init__(self, client: httpx.AsyncClient) -> None:
-        self._client = client
-
-    async def __aenter__(self) -> httpx.AsyncClient:
-        return self._client
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
 
 
 async def _form(request: Request) -> dict[str, str]:

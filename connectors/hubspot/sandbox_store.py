@@ -9,6 +9,7 @@ on contacts, ``hs_lastmodifieddate`` elsewhere) whatever was asked for.
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -236,6 +237,12 @@ class Store:
             elif prop["type"] == "number" and value not in (None, "") and _ms(value) is None:
                 problems.append(f"{value} is not a valid number for {name}")
         return problems
+
+    def check_properties(self, object_type: str, values: Mapping[str, Any]) -> None:
+        """Raise HubSpot's VALIDATION_ERROR when a value does not fit its property."""
+        problems = self.invalid_properties(object_type, values)
+        if problems:
+            raise InvalidInput(f"Property values were not valid: {json.dumps(problems)}")
 
     def create(self, object_type: str, values: Mapping[str, Any], now_ms: int) -> Stored:
         record_id = str(next(self._ids))
