@@ -20,9 +20,10 @@ import httpx
 from connectors.dynamics import batch
 from connectors.dynamics.auth import MsalTokens
 from connectors.dynamics.config import DynamicsConfig
-from connectors.dynamics.errors import DynamicsUnauthorized, from_response, translate
+from connectors.dynamics.errors import DynamicsUnauthorized, from_response
 from connectors.dynamics.limits import Governor
 from core.errors import ConnectorTerminalError, ConnectorTransientError
+from core.http_errors import translate_httpx
 
 THROTTLE_RETRIES = 3
 ODATA_HEADERS = {
@@ -65,7 +66,7 @@ class WebApi:
         throttled = 0
         while True:
             async with self.governor.slot():
-                with translate(what):
+                with translate_httpx(what):
                     response = await self._http.request(
                         method,
                         self.url(path),

@@ -1,7 +1,7 @@
 """Dataverse's errors, translated once at the HTTP boundary.
 
-Every Web API call goes through :func:`translate` (httpx's exceptions) and
-:func:`from_response` (an error answer); nothing above the client sees httpx.
+Every Web API call goes through :func:`core.http_errors.translate_httpx` (httpx's
+exceptions) and :func:`from_response` (an error answer); nothing above the client sees httpx.
 
 The tree (from :mod:`core.errors`)::
 
@@ -23,21 +23,17 @@ Error bodies are ``{"error": {"code": "<hex or empty>", "message": "<text>"}}``.
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import Any
 
-import httpx
-
 from core.errors import ConnectorTerminalError, ConnectorTransientError
+from core.http_errors import retry_after_seconds
 
 TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 DEFAULT_RETRY_AFTER = 5.0
 # RetrieveEntityChanges' fault for a token older than ExpireChangeTrackingInDays
 # (ExpiredVersionStamp). The Web API's text for it is not documented: see is_expired_token.
 EXPIRED_VERSION_STAMP = "0x80044352"
-_SECONDS = re.compile(r"[0-9]{1,6}(\.[0-9]+)?")
 
 
 class DynamicsUnauthorized(ConnectorTerminalError):
@@ -73,8 +69,8 @@ def error_body(raw: bytes | str) -> tuple[str, str]:
 
 
 def retry_after(headers: Mapping[str, str]) -> float:
-    value = headers.get("retry-after", headers.get("Retry-After", "")).strip()
-    return float(value) if _SECONDS.fullmatch(value) else DEFAULT_RETRY_AFTER
+    wait = retry_after_seconds(headers.get("retry-after", headers.get("Retry-After")))
+    return DEFAULT_RETRY_AFTER if wait is None else wait
 
 
 def is_expired_token(status: int, code: str, message: str) -> bool:
@@ -108,16 +104,3 @@ def from_response(
     if is_expired_token(status, code, message):
         return DeltaTokenExpired(text, **extensions)
     return ConnectorTerminalError(text, **extensions)
-
-
-@contextmanager
-def translate(what: str) -> Iterator[None]:
-    """httpx's exceptions as Switchyard's, ``from`` the original."""
-    try:
-        yield
-    except httpx.TimeoutException as exc:
-        raise ConnectorTransientError(f"{what}: timed out ({type(exc).__name__})") from exc
-    except httpx.TransportError as exc:
-        raise ConnectorTransientError(f"{what}: {type(exc).__name__}: {exc}") from exc
-    except httpx.HTTPError as exc:
-        raise ConnectorTerminalError(f"{what}: {type(exc).__name__}: {exc}") from exc

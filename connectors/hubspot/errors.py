@@ -19,16 +19,15 @@ guide), so each is read defensively.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 from core.errors import ConnectorTerminalError, ConnectorTransientError
+from core.http_errors import retry_after_seconds
 
 TRANSIENT_STATUS = {408, 423, 429, 500, 502, 503, 504}
 DAILY_RETRY_SECONDS = 3600.0  # the daily limit resets at midnight in the portal's zone
-_SECONDS = re.compile(r"[0-9]{1,6}(\.[0-9]+)?")
 
 
 class HubSpotUnauthorized(ConnectorTerminalError):
@@ -55,9 +54,9 @@ def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
 
 def retry_after(headers: Mapping[str, str] | None, body: Mapping[str, Any]) -> float:
     """Seconds to wait after a 429: Retry-After if sent, else the limit's own window."""
-    value = _header(headers, "Retry-After") or ""
-    if _SECONDS.fullmatch(value):
-        return float(value)
+    wait = retry_after_seconds(_header(headers, "Retry-After"))
+    if wait is not None:
+        return wait
     if body.get("policyName") == "DAILY":
         return DAILY_RETRY_SECONDS
     interval = _header(headers, "X-HubSpot-RateLimit-Interval-Milliseconds") or ""

@@ -16,7 +16,8 @@ from typing import Protocol
 
 import httpx
 
-from connectors.sap.errors import SapUnauthorized, from_response, translate_http
+from connectors.sap.errors import SapUnauthorized, from_response
+from core.http_errors import translate_httpx
 
 EARLY_SECONDS = 60
 
@@ -74,7 +75,7 @@ class ClientCredentials:
         return True
 
     async def _fetch(self) -> None:
-        with translate_http("fetch an OAuth token"):
+        with translate_httpx("fetch an OAuth token"):
             response = await self._http.post(
                 self._url,
                 data={"grant_type": "client_credentials"},

@@ -18,7 +18,8 @@ from typing import Any
 import httpx
 
 from connectors.sap.auth import Auth
-from connectors.sap.errors import CsrfRequired, SapUnauthorized, from_response, translate_http
+from connectors.sap.errors import CsrfRequired, SapUnauthorized, from_response
+from core.http_errors import translate_httpx
 
 READS = {"GET", "HEAD"}
 
@@ -51,7 +52,7 @@ class ODataClient:
         return headers | dict(extra or {})
 
     async def _fetch_csrf(self, service: str) -> str:
-        with translate_http(f"fetch a CSRF token for {service}"):
+        with translate_httpx(f"fetch a CSRF token for {service}"):
             response = await self._http.get(
                 self.url(service), headers=await self._headers({"X-CSRF-Token": "Fetch"})
             )
@@ -84,7 +85,7 @@ class ODataClient:
             extra = dict(headers or {})
             if modifying:
                 extra["X-CSRF-Token"] = self._csrf or await self._fetch_csrf(service)
-            with translate_http(what):
+            with translate_httpx(what):
                 response = await self._http.request(
                     method,
                     path if path.startswith(("http://", "https://")) else self.url(service, path),

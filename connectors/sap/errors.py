@@ -1,8 +1,8 @@
 """SAP's errors, translated once at each transport's boundary.
 
-OData (:func:`from_response`, :func:`translate_http`) and RFC (:func:`translate_rfc`)
-failures become Switchyard's errors, raised ``from`` the original. The tree (from
-:mod:`core.errors`)::
+OData (:func:`from_response`, and :func:`core.http_errors.translate_httpx` for transport
+errors) and RFC (:func:`translate_rfc`) failures become Switchyard's errors, raised
+``from`` the original. The tree (from :mod:`core.errors`)::
 
     ConnectorTransientError        429, 503 and other 5xx, 408, timeouts, refused
     │                              connections; RFC CommunicationError
@@ -30,9 +30,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-import httpx
-
 from core.errors import ConnectorTerminalError, ConnectorTransientError
+from core.http_errors import retry_after_seconds
 
 TRANSIENT_STATUS = {408, 429, 502, 503, 504}
 DEFAULT_RETRY_SECONDS = 5.0
@@ -95,11 +94,8 @@ def describe_error(error: Mapping[str, Any]) -> tuple[str, str, list[str]]:
 
 
 def _retry_after(headers: Mapping[str, str]) -> float:
-    value = headers.get("retry-after", "")
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return DEFAULT_RETRY_SECONDS
+    wait = retry_after_seconds(headers.get("retry-after"))
+    return DEFAULT_RETRY_SECONDS if wait is None else wait
 
 
 def from_response(
@@ -124,17 +120,6 @@ def from_response(
     if status in (412, 428):
         return PreconditionFailed(text, **extensions)
     return ConnectorTerminalError(text, **extensions)
-
-
-@contextmanager
-def translate_http(what: str) -> Iterator[None]:
-    """httpx's transport errors as transient errors (the request may not have arrived)."""
-    try:
-        yield
-    except httpx.TimeoutException as exc:
-        raise ConnectorTransientError(f"{what}: SAP did not answer in time") from exc
-    except httpx.TransportError as exc:
-        raise ConnectorTransientError(f"{what}: {type(exc).__name__}: {exc}") from exc
 
 
 # PyRFC's exception classes (src/pyrfc/_exception.py), by name: pyrfc is imported lazily

@@ -8,9 +8,7 @@ Every write carries ``Idempotency-Key``. httpx errors are translated here, once.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -18,15 +16,9 @@ import httpx
 
 from connectors.base import Patch, Record, RecordRef, WriteResult, WriteStatus
 from core.errors import ConnectorTerminalError, ConnectorTransientError
+from core.http_errors import retry_after_seconds, translate_httpx
 
 RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
-_SECONDS = re.compile(r"[0-9]{1,9}(\.[0-9]+)?")
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    """Seconds from a delta-seconds ``Retry-After`` (the retry policy caps it)."""
-    value = response.headers.get("retry-after", "")
-    return float(value) if _SECONDS.fullmatch(value) else None
 
 
 def _raise_for_status(response: httpx.Response, what: str) -> None:
@@ -34,18 +26,10 @@ def _raise_for_status(response: httpx.Response, what: str) -> None:
         return
     detail = f"{what}: HTTP {response.status_code} {response.text[:300]}"
     if response.status_code in RETRYABLE_STATUS:
-        raise ConnectorTransientError(detail, retry_after=_retry_after(response))
+        raise ConnectorTransientError(
+            detail, retry_after=retry_after_seconds(response.headers.get("retry-after"))
+        )
     raise ConnectorTerminalError(detail, status_code=response.status_code)
-
-
-@contextmanager
-def _translate(what: str) -> Iterator[None]:
-    try:
-        yield
-    except httpx.TimeoutException as exc:
-        raise ConnectorTransientError(f"{what}: timed out ({exc})") from exc
-    except httpx.TransportError as exc:
-        raise ConnectorTransientError(f"{what}: {type(exc).__name__}: {exc}") from exc
 
 
 class RecordsClient:
@@ -64,7 +48,7 @@ class RecordsClient:
     async def fetch(self, ref: RecordRef, fields: Sequence[str] | None) -> Record:
         what = f"GET {ref.object}/{ref.record_id}"
         params = {"fields": ",".join(fields)} if fields else None
-        with _translate(what):
+        with translate_httpx(what):
             response = await self._http.get(self._path(ref.object, ref.record_id), params=params)
         _raise_for_status(response, what)
         try:
@@ -86,7 +70,7 @@ class RecordsClient:
         headers = {"Idempotency-Key": idempotency_key}
         if patch.expected_version:
             headers["If-Match"] = patch.expected_version
-        with _translate(what):
+        with translate_httpx(what):
             response = await self._http.patch(
                 self._path(patch.object, patch.record_id),
                 json=dict(patch.fields),

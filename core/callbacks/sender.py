@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -22,6 +21,7 @@ from core.errors import (
     is_transient,
 )
 from core.handlers import JobContext, JobKind, Outcome
+from core.http_errors import retry_after_seconds
 from core.queue import ClaimedJob
 from core.services import Services
 
@@ -49,18 +49,9 @@ def encode_body(payload: dict[str, Any]) -> bytes:
 
 
 def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after", "").strip()
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = (parsedate_to_datetime(value) - utcnow()).total_seconds()
-        except (TypeError, ValueError):
-            return None
+    seconds = retry_after_seconds(response.headers.get("retry-after"))
     # A receiver must not be able to park a delivery beyond our own backoff ceiling.
-    return min(max(seconds, 0.0), DELIVERY_RETRY.maximum)
+    return None if seconds is None else min(seconds, DELIVERY_RETRY.maximum)
 
 
 @dataclass(frozen=True)
