@@ -10,7 +10,7 @@ hashes only. Rows expire after the retention period (:meth:`CallAuditLog.purge_e
 
 Like the call records (:mod:`core.gateway.records`), writing is off the request path:
 :meth:`CallAuditLog.submit` only appends to a bounded buffer; a background task serializes,
-seals (on a worker thread) and inserts in batches.
+seals and inserts in batches, in slices that leave the event loop free between them.
 
 Rotation without downtime: put the new key first in ``SWITCHYARD_ENCRYPTION_KEYS`` (old
 rows still open with the old key, new rows are sealed with the new one), run
@@ -45,6 +45,7 @@ log = get_logger(__name__)
 
 CALL_AUDIT: Table = CallAudit.__table__  # type: ignore[assignment]
 Response = Mapping[str, Any] | bytes | None  # a message, or its JSON as received
+SEAL_SLICE = 16  # calls sealed between two yields to the event loop
 
 
 class CallAuditUnreadable(TerminalError):
@@ -112,8 +113,8 @@ class CallAuditLog(BatchWriter[_Pending]):
     # --------------------------------------------------------------- background
 
     def _seal(self, batch: list[_Pending]) -> list[dict[str, Any]]:
-        """Rows for ``batch``: serialized and encrypted (runs on a worker thread). A call
-        whose document cannot be serialized is left out (logged), never the batch."""
+        """Rows for ``batch``: serialized and encrypted. A call whose document cannot be
+        serialized is left out (logged), never the batch."""
         rows = []
         for item in batch:
             response = item.response
@@ -145,8 +146,18 @@ class CallAuditLog(BatchWriter[_Pending]):
         return rows
 
     async def write_batch(self, batch: list[_Pending]) -> int:
-        """Seal (on a worker thread) and write one batch; returns the rows written."""
-        rows = await asyncio.to_thread(self._seal, batch)
+        """Seal and write one batch; returns the rows written.
+
+        Sealing runs on the event loop a slice at a time, yielding between slices, so a
+        request arriving meanwhile waits for one slice (~0.2 ms) at most. On a worker
+        thread it competed for the GIL instead: the loop waited up to a switch interval
+        each time it wanted the GIL back, which showed in the gateway's p99.
+        """
+        rows: list[dict[str, Any]] = []
+        for start in range(0, len(batch), SEAL_SLICE):
+            if start:
+                await asyncio.sleep(0)
+            rows.extend(self._seal(batch[start : start + SEAL_SLICE]))
         self.dropped += len(batch) - len(rows)
         if not rows:
             return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from typing import Any
 
 import orjson
@@ -18,7 +19,7 @@ from core.db.engine import make_engine, make_sessionmaker
 from core.db.models import CallAudit, GatewayRequest
 from core.db.types import new_id
 from core.errors import NotFound
-from core.gateway.call_audit import CallAuditLog, CallAuditUnreadable
+from core.gateway.call_audit import SEAL_SLICE, CallAuditLog, CallAuditUnreadable
 from core.gateway.records import CallRecord
 from core.gateway.upstream import UpstreamError
 from core.sandbox.anthropic import AnthropicSandbox, Faults
@@ -255,6 +256,41 @@ async def test_the_buffer_is_bounded_and_never_raises_into_a_call(
     log.submit(record_of(tenant_id), {"messages": []}, None)
     assert await log.flush() == 1
     assert log.dropped == 3
+    await log.aclose()
+
+
+async def test_sealing_leaves_the_event_loop_free_between_slices(
+    services: Services, tenant_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large batch is sealed a slice at a time on the event loop, other tasks running in
+    between, so a request arriving meanwhile waits for one slice at most."""
+    log = CallAuditLog(services.sessions, ring(K1), timedelta(days=1), max_batch=1000)
+    ticks = 0
+    sliced: list[tuple[int, int]] = []  # (calls in the slice, loop ticks seen before it)
+    seal = log._seal
+
+    def counting_seal(batch: list[Any]) -> list[dict[str, Any]]:
+        sliced.append((len(batch), ticks))
+        return seal(batch)
+
+    monkeypatch.setattr(log, "_seal", counting_seal)
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    for _ in range(3 * SEAL_SLICE + 5):
+        log.submit(record_of(tenant_id), {"messages": [{"role": "user", "content": "hi"}]}, None)
+    running = asyncio.create_task(ticker())
+    try:
+        assert await log.flush() == 3 * SEAL_SLICE + 5
+    finally:
+        running.cancel()
+    assert [size for size, _ in sliced] == [SEAL_SLICE] * 3 + [5]
+    seen = [before for _, before in sliced]
+    assert all(later > earlier for earlier, later in pairwise(seen))
     await log.aclose()
 
 

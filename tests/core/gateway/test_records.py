@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,7 +12,14 @@ from sqlalchemy import event, func, select
 from core.auth import create_tenant
 from core.db.models import GatewayRequest, UpstreamCall
 from core.db.types import new_id
-from core.gateway.records import AttemptRecord, CallRecord, Recorder
+from core.gateway.records import (
+    REQUESTS,
+    ROWS_PER_STATEMENT,
+    AttemptRecord,
+    CallRecord,
+    Recorder,
+    insert_for,
+)
 from core.services import Services
 
 
@@ -107,7 +115,35 @@ async def test_a_large_flush_writes_every_row_with_few_distinct_statements(
         stored = (await session.scalars(select(GatewayRequest.id))).all()
     assert sorted(stored) == sorted(one.id for one in originals)
     if services.engine.dialect.name == "sqlite":
-        # 437 requests: 200 + 200 + 32 + 4 + 1 rows a statement, not 437 single rows.
+        # 437 requests: 17 statements of 25 rows, then 8 + 4, not 437 single rows.
         inserts = [s for s in statements if s.startswith("INSERT INTO gateway_requests")]
-        assert [s.count("), (") + 1 for s in inserts] == [200, 200, 32, 4, 1]
+        assert [s.count("), (") + 1 for s in inserts] == [ROWS_PER_STATEMENT] * 17 + [8, 4]
     await recorder.aclose()
+
+
+async def test_rows_are_built_a_statement_at_a_time(services: Services) -> None:
+    """A flush builds one statement's parameters, then awaits the driver: a long batch
+    never holds the event loop for more than one statement's worth of rows."""
+    async with services.sessions.begin() as session:
+        tenant = await create_tenant(session, "acme")
+    executed: list[str] = []
+    pulled_after: list[int] = []  # statements already executed when each row was built
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith("INSERT"):
+            executed.append(statement)
+
+    def rows(count: int) -> Iterator[dict[str, Any]]:
+        for _ in range(count):
+            pulled_after.append(len(executed))
+            yield record(tenant.id).request_row()
+
+    event.listen(services.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        async with services.sessions.begin() as session:
+            connection = await session.connection()
+            await insert_for(REQUESTS, connection.dialect).execute(connection, rows(60))
+    finally:
+        event.remove(services.engine.sync_engine, "before_cursor_execute", seen)
+    size = ROWS_PER_STATEMENT
+    assert pulled_after == [n // size for n in range(60)]
