@@ -8,12 +8,14 @@ sandbox (*direct*) or through Switchyard (*through*):
 
 1. warm-up through Switchyard, then its resident memory (``VmRSS``);
 2. latency at concurrency 1, 16 and 64, closed loop (each connection sends its next
-   request when the previous answer is in), direct then through; added = through - direct
-   per percentile. With a zero-latency upstream, 16 and 64 connections saturate the
-   gateway, so the same is measured again with the sandbox answering in a fixed time
-   (``Faults.slow_seconds``), the connections' starts spread over it: 64 calls in flight
-   the way 64 concurrent Claude calls would be;
-3. streaming: time to the first body byte at concurrency 1, direct and through;
+   request when the previous answer is in), direct and through in alternating blocks, so a
+   machine that speeds up or slows down meanwhile (a shared VM does) weighs on both arms
+   alike; added = through - direct per percentile. With a zero-latency upstream, 16 and 64
+   connections saturate the gateway, so the same is measured again (one block each way)
+   with the sandbox answering in a fixed time (``Faults.slow_seconds``), the connections'
+   starts spread over it: 64 calls in flight the way 64 concurrent Claude calls would be;
+3. streaming: time to the first body byte at concurrency 1, direct and through, in
+   alternating blocks;
 4. maximum requests/s through Switchyard (closed loop, 64 connections) and the CPU time
    Switchyard's process spent per request; the same for the sandbox alone, for scale;
 5. memory: requests through Switchyard until the total reaches the plan's count, sampling
@@ -40,6 +42,7 @@ from core.gateway.catalog import Catalog
 MODEL = "claude-haiku-5-5"
 HUGE = {"rpm": 10**9, "input_tpm": 10**12, "output_tpm": 10**12}
 ANTHROPIC_VERSION = "2023-06-01"
+FLUSH_PAUSE = 0.6  # s: longer than the call records' and call audit's flush intervals
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class Plan:
     max_rps_requests: int
     total_requests: int  # through Switchyard, warm-up included (the memory figure)
     rss_every: int
+    blocks: int = 8  # each zero-latency level and streaming: direct/through alternations
 
 
 FULL = Plan(
@@ -79,6 +83,7 @@ QUICK = Plan(
     max_rps_requests=2_000,
     total_requests=6_000,
     rss_every=1_000,
+    blocks=2,
 )
 
 
@@ -98,6 +103,18 @@ class Load:
 
     def ms(self, q: float, *, first_byte: bool = False) -> float:
         return processes.percentile(self.first_bytes if first_byte else self.latencies, q) * 1000
+
+    def __add__(self, other: Load) -> Load:
+        statuses = dict(self.statuses)
+        for status, count in other.statuses.items():
+            statuses[status] = statuses.get(status, 0) + count
+        return Load(
+            self.requests + other.requests,
+            self.seconds + other.seconds,
+            self.latencies + other.latencies,
+            self.first_bytes + other.first_bytes,
+            statuses,
+        )
 
 
 def _request(host: str, headers: dict[str, str], body: bytes) -> bytes:
@@ -288,9 +305,35 @@ class _Bench:
         self._note(load, "direct")
         return load
 
-    def level(self, concurrency: int, count: int, upstream_seconds: float = 0.0) -> None:
-        d = self.direct(count, concurrency, stagger=upstream_seconds)
-        t = self.through(count, concurrency, stagger=upstream_seconds)
+    def alternating(
+        self, count: int, concurrency: int, blocks: int, *, stream: bool = False
+    ) -> tuple[Load, Load]:
+        """``count`` requests each way in ``blocks`` direct/through pairs; the direct and the
+        through loads, each summed over its blocks."""
+        pairs: list[tuple[Load, Load]] = []
+        for block in range(blocks):
+            if pairs:
+                # Let the gateway write the previous block's records first: its background
+                # flush would otherwise take CPU from the direct block (the cores are shared).
+                time.sleep(FLUSH_PAUSE)
+            size = count // blocks + (block < count % blocks)
+            pairs.append(
+                (
+                    self.direct(size, concurrency, stream=stream),
+                    self.through(size, concurrency, stream=stream),
+                )
+            )
+        (direct, through), rest = pairs[0], pairs[1:]
+        return sum((d for d, _ in rest), direct), sum((t for _, t in rest), through)
+
+    def level(
+        self, concurrency: int, count: int, upstream_seconds: float = 0.0, blocks: int = 1
+    ) -> None:
+        if blocks > 1:
+            d, t = self.alternating(count, concurrency, blocks)
+        else:
+            d = self.direct(count, concurrency, stagger=upstream_seconds)
+            t = self.through(count, concurrency, stagger=upstream_seconds)
         self.result.levels.append(
             LevelResult(
                 concurrency,
@@ -334,7 +377,7 @@ def _phases(bench: _Bench, plan: Plan, progress: Callable[[str], None]) -> None:
     bench.rss()
     for concurrency, count in zip(plan.concurrency, plan.latency_requests, strict=True):
         progress(f"bench overhead: concurrency {concurrency}, {count:,} requests each way")
-        bench.level(concurrency, count)
+        bench.level(concurrency, count, blocks=plan.blocks)
     seconds = plan.upstream_seconds
     processes.set_faults(bench.sandbox, {"slow_rate": 1.0, "slow_seconds": seconds})
     try:
@@ -349,8 +392,7 @@ def _phases(bench: _Bench, plan: Plan, progress: Callable[[str], None]) -> None:
     finally:
         processes.set_faults(bench.sandbox, {})
     progress(f"bench overhead: streaming, {plan.stream_requests:,} requests each way")
-    d = bench.direct(plan.stream_requests, 1, stream=True)
-    t = bench.through(plan.stream_requests, 1, stream=True)
+    d, t = bench.alternating(plan.stream_requests, 1, plan.blocks, stream=True)
     result.stream_direct_ttfb_ms = (d.ms(50, first_byte=True), d.ms(99, first_byte=True))
     result.stream_through_ttfb_ms = (t.ms(50, first_byte=True), t.ms(99, first_byte=True))
     progress(f"bench overhead: maximum rate, {plan.max_rps_requests:,} requests each way")

@@ -249,6 +249,41 @@ def test_overhead_reports_added_latency_per_percentile() -> None:
     assert "upstream 500 ms" in overhead_table(result, overhead.QUICK)
 
 
+def test_direct_and_through_alternate_in_blocks_and_add_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A drifting machine must weigh on both arms alike: the arms take turns, block by block,
+    and each arm's figures cover all of its blocks."""
+    order: list[tuple[str, int]] = []
+
+    def arm(name: str) -> Any:
+        def run(count: int, concurrency: int, **_: Any) -> overhead.Load:
+            order.append((name, count))
+            value = 0.001 if name == "direct" else 0.003
+            return overhead.Load(
+                count, count * value, [value] * count, [value] * count, {200: count}
+            )
+
+        return run
+
+    bench = object.__new__(overhead._Bench)
+    monkeypatch.setattr(bench, "direct", arm("direct"), raising=False)
+    monkeypatch.setattr(bench, "through", arm("through"), raising=False)
+    monkeypatch.setattr(overhead, "FLUSH_PAUSE", 0)
+    direct, through = bench.alternating(10, 1, 3)
+    assert order == [
+        ("direct", 4),
+        ("through", 4),
+        ("direct", 3),
+        ("through", 3),
+        ("direct", 3),
+        ("through", 3),
+    ]
+    assert (direct.requests, len(direct.latencies), direct.statuses) == (10, 10, {200: 10})
+    assert through.seconds == pytest.approx(0.03)
+    assert through.ms(99) - direct.ms(99) == pytest.approx(2.0)
+
+
 def read(data: bytes) -> tuple[int, float]:
     async def go() -> tuple[int, float]:
         reader = asyncio.StreamReader()
