@@ -14,8 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -37,8 +37,8 @@ def async_url(database_url: str) -> URL:
     return url
 
 
-def _prepare_sqlite(engine: AsyncEngine) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def _prepare_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let us issue BEGIN ourselves; pysqlite's implicit transactions defer the lock.
         dbapi_connection.isolation_level = None
@@ -51,7 +51,7 @@ def _prepare_sqlite(engine: AsyncEngine) -> None:
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         if connection.get_execution_options().get(READ_ONLY):
             connection.exec_driver_sql("BEGIN")  # deferred: WAL readers never wait for a writer
@@ -65,11 +65,19 @@ def make_engine(database_url: str, *, pool_size: int = 10, echo: bool = False) -
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url, echo=echo)
-        _prepare_sqlite(engine)
+        _prepare_sqlite(engine.sync_engine)
         return engine
     return create_async_engine(
         url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
     )
+
+
+def make_sync_sqlite_engine(url: URL) -> Engine:
+    """A blocking engine on the same SQLite file as an async engine's ``url``, set up alike
+    (WAL, FULL sync, foreign keys, ``BEGIN IMMEDIATE``), for work done in a thread."""
+    engine = create_engine(url.set(drivername="sqlite+pysqlite"))
+    _prepare_sqlite(engine)
+    return engine
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

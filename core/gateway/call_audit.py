@@ -10,7 +10,7 @@ hashes only. Rows expire after the retention period (:meth:`CallAuditLog.purge_e
 
 Like the call records (:mod:`core.gateway.records`), writing is off the request path:
 :meth:`CallAuditLog.submit` only appends to a bounded buffer; a background task serializes,
-seals and inserts in batches, in slices that leave the event loop free between them.
+seals and inserts in batches, leaving the event loop to requests as it goes.
 
 Rotation without downtime: put the new key first in ``SWITCHYARD_ENCRYPTION_KEYS`` (old
 rows still open with the old key, new rows are sealed with the new one), run
@@ -22,7 +22,6 @@ audits every read.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -37,15 +36,15 @@ from core.crypto import DecryptionFailed, KeyRing
 from core.db.models import CallAudit
 from core.db.types import utcnow
 from core.errors import NotFound, TerminalError
-from core.gateway.batching import BatchWriter
+from core.gateway.batching import BatchWriter, LoopShare
 from core.gateway.records import CallRecord, insert_for
+from core.gateway.transactions import SessionTransactions, Transactions
 from core.logging import get_logger
 
 log = get_logger(__name__)
 
 CALL_AUDIT: Table = CallAudit.__table__  # type: ignore[assignment]
 Response = Mapping[str, Any] | bytes | None  # a message, or its JSON as received
-SEAL_SLICE = 16  # calls sealed between two yields to the event loop
 
 
 class CallAuditUnreadable(TerminalError):
@@ -87,13 +86,15 @@ class CallAuditLog(BatchWriter[_Pending]):
         keyring: KeyRing,
         retention: timedelta,
         *,
+        transactions: Transactions | None = None,
         flush_interval: float = 0.5,
-        max_batch: int = 200,
+        max_batch: int = 1000,
         max_pending: int = 10_000,
     ) -> None:
         super().__init__(
             flush_interval=flush_interval, max_batch=max_batch, max_pending=max_pending
         )
+        self.transactions = transactions or SessionTransactions(sessions)
         self._sessions = sessions
         self.keyring = keyring
         self.retention = retention
@@ -112,52 +113,46 @@ class CallAuditLog(BatchWriter[_Pending]):
 
     # --------------------------------------------------------------- background
 
-    def _seal(self, batch: list[_Pending]) -> list[dict[str, Any]]:
-        """Rows for ``batch``: serialized and encrypted. A call whose document cannot be
-        serialized is left out (logged), never the batch."""
-        rows = []
-        for item in batch:
-            response = item.response
-            try:
-                document = orjson.dumps(
-                    {
-                        "request": item.request,
-                        "response": orjson.Fragment(response)
-                        if isinstance(response, bytes)
-                        else response,
-                        "error": item.error,
-                    }
-                )
-            except TypeError as exc:  # orjson.JSONEncodeError
-                log.error("call audit record not serializable", request_id=item.id, error=str(exc))
-                continue
-            rows.append(
+    def _seal(self, item: _Pending) -> dict[str, Any] | None:
+        """The row for one call: serialized and encrypted; None (logged) for a call whose
+        document cannot be serialized."""
+        response = item.response
+        try:
+            document = orjson.dumps(
                 {
-                    "id": item.id,
-                    "tenant_id": item.tenant_id,
-                    "key_id": self.keyring.active_key_id,
-                    "sealed": self.keyring.encrypt(
-                        document, associated_data(item.tenant_id, item.id)
-                    ),
-                    "created_at": item.created_at,
-                    "expires_at": item.created_at + self.retention,
+                    "request": item.request,
+                    "response": orjson.Fragment(response)
+                    if isinstance(response, bytes)
+                    else response,
+                    "error": item.error,
                 }
             )
-        return rows
+        except TypeError as exc:  # orjson.JSONEncodeError
+            log.error("call audit record not serializable", request_id=item.id, error=str(exc))
+            return None
+        return {
+            "id": item.id,
+            "tenant_id": item.tenant_id,
+            "key_id": self.keyring.active_key_id,
+            "sealed": self.keyring.encrypt(document, associated_data(item.tenant_id, item.id)),
+            "created_at": item.created_at,
+            "expires_at": item.created_at + self.retention,
+        }
 
     async def write_batch(self, batch: list[_Pending]) -> int:
         """Seal and write one batch; returns the rows written.
 
-        Sealing runs on the event loop a slice at a time, yielding between slices, so a
-        request arriving meanwhile waits for one slice (~0.2 ms) at most. On a worker
-        thread it competed for the GIL instead: the loop waited up to a switch interval
-        each time it wanted the GIL back, which showed in the gateway's p99.
+        Sealing runs on the event loop, paced by :class:`LoopShare`, so a request arriving
+        meanwhile barely waits. On a worker thread it competed for the GIL instead: the loop
+        waited up to a switch interval each time it wanted the GIL back, which showed in the
+        gateway's p99.
         """
         rows: list[dict[str, Any]] = []
-        for start in range(0, len(batch), SEAL_SLICE):
-            if start:
-                await asyncio.sleep(0)
-            rows.extend(self._seal(batch[start : start + SEAL_SLICE]))
+        share = LoopShare()
+        for item in batch:
+            if (row := self._seal(item)) is not None:
+                rows.append(row)
+            await share.checkpoint()
         self.dropped += len(batch) - len(rows)
         if not rows:
             return 0
@@ -168,9 +163,8 @@ class CallAuditLog(BatchWriter[_Pending]):
         return len(rows)
 
     async def _write(self, rows: list[dict[str, Any]]) -> None:
-        async with self._sessions.begin() as session:
-            connection = await session.connection()
-            await insert_for(CALL_AUDIT, connection.dialect).execute(connection, rows)
+        statements = await insert_for(CALL_AUDIT, self.transactions.dialect).prepare(rows)
+        await self.transactions.run(statements)
 
     async def _write_each(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         kept = []

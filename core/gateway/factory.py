@@ -12,6 +12,7 @@ from core.crypto import KeyRing
 from core.errors import SettingsError
 from core.gateway.admission import Admission
 from core.gateway.admission_memory import InProcessAdmission
+from core.gateway.batching import BacklogCollector, BatchWriter
 from core.gateway.budgets import Budgets
 from core.gateway.call_audit import CallAuditLog
 from core.gateway.catalog import Catalog, RateLimits
@@ -22,6 +23,7 @@ from core.gateway.records import Recorder
 from core.gateway.response_cache import MemoryResponseCache, ResponseCache
 from core.gateway.routing import RoutingTable
 from core.gateway.telemetry import GatewayTelemetry
+from core.gateway.transactions import transactions_for
 from core.gateway.upstream import Upstream
 from core.metrics import Metrics
 from core.settings import Settings
@@ -113,6 +115,20 @@ def build_gateway(
         admission = InProcessAdmission(limits, weights=weights, headroom=config.headroom)
         cache = MemoryResponseCache(max_entries=100_000, max_bytes=config.response_cache_max_bytes)
     api_key = settings.anthropic_api_key
+    transactions = transactions_for(sessions)  # the call records' and the call audit's
+    recorder = Recorder(sessions, transactions=transactions)
+    call_audit = (
+        CallAuditLog(
+            sessions,
+            keyring,
+            timedelta(days=config.audit_retention_days),
+            transactions=transactions,
+        )
+        if config.audit and keyring is not None
+        else None
+    )
+    writers: list[BatchWriter[Any]] = [recorder, *([call_audit] if call_audit else [])]
+    metrics.registry.register(BacklogCollector(writers))
     return Gateway(
         settings=config,
         catalog=catalog,
@@ -124,7 +140,7 @@ def build_gateway(
             timeout=config.upstream_timeout_seconds,
         ),
         admission=admission,
-        recorder=Recorder(sessions),
+        recorder=recorder,
         telemetry=GatewayTelemetry(metrics),
         response_cache=cache,
         governance=Governance(
@@ -134,7 +150,5 @@ def build_gateway(
             budgets=Budgets(sessions) if config.budgets else None,
             read_sessions=read_sessions,
         ),
-        call_audit=CallAuditLog(sessions, keyring, timedelta(days=config.audit_retention_days))
-        if config.audit and keyring is not None
-        else None,
+        call_audit=call_audit,
     )

@@ -396,5 +396,6 @@ class Gateway:
         if self.call_audit is not None:
             await self.call_audit.aclose()
         await self.recorder.aclose()
+        await self.recorder.transactions.aclose()  # the call audit's too (the factory's)
         await self.admission.aclose()
         await self.upstream.aclose()

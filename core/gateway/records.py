@@ -14,7 +14,6 @@ import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import islice
 from typing import Any
 
 from sqlalchemy import Table
@@ -23,7 +22,8 @@ from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from core.db.models import GatewayRequest, UpstreamCall
-from core.gateway.batching import BatchWriter
+from core.gateway.batching import BatchWriter, LoopShare
+from core.gateway.transactions import SessionTransactions, Statement, Transactions
 from core.logging import get_logger
 
 log = get_logger(__name__)
@@ -35,12 +35,15 @@ UPSTREAM_CALLS: Table = UpstreamCall.__table__  # type: ignore[assignment]
 # SQLite's default limit on a statement's parameters (SQLITE_MAX_VARIABLE_NUMBER).
 SQLITE_MAX_PARAMETERS = 32_766 if sqlite3.sqlite_version_info >= (3, 32) else 999
 
-# Rows per statement. The event loop's thread builds one statement's parameters, then
-# awaits the driver: this bounds how long a flush holds the loop (and so delays a request
-# arriving meanwhile) to a fraction of a millisecond. Building 200 rows at once held it for
-# milliseconds; run side by side with that, 25 cut the gateway's added p99 at concurrency
-# 1 from 3.7 to 2.8 ms, and 10 or 50 did no better.
-ROWS_PER_STATEMENT = 25
+# How a flush feeds the database. The event loop's thread builds the statements' parameters
+# before any transaction opens, yielding to requests as it goes (:class:`LoopShare`):
+# building 200 rows at once held the loop for milliseconds, which was the gateway's p99 at
+# concurrency 1. The transaction then runs as a whole (:mod:`core.gateway.transactions`).
+#
+# SQLite's driver binds a statement's parameters holding the GIL (~4 us a row, measured), so
+# statements stay small there: the loop waits for one statement's binding (~0.1 ms) at most.
+SQLITE_ROWS_PER_STATEMENT = 25
+ROWS_PER_STATEMENT = 200  # elsewhere: one asyncpg executemany, encoded on the loop
 
 
 @dataclass(frozen=True)
@@ -55,8 +58,8 @@ class _Insert:
     runs in a thread and releases the GIL for every statement it steps, and while the event
     loop is busy each re-acquisition waits up to the interpreter's switch interval. One row
     per step let a busy gateway make records faster than it wrote them; a statement of
-    ``ROWS_PER_STATEMENT`` rows keeps the writer far ahead. (asyncpg runs in the loop and
-    pipelines each ``executemany`` itself.)
+    ``SQLITE_ROWS_PER_STATEMENT`` rows keeps the writer far ahead. (asyncpg runs in the loop
+    and pipelines each ``executemany`` itself.)
     """
 
     sql: str
@@ -71,22 +74,37 @@ class _Insert:
             out[position] = process(out[position])
         return tuple(out)  # executemany takes tuples
 
+    async def prepare(self, rows: Iterable[dict[str, Any]]) -> list[Statement]:
+        """The statements inserting ``rows``. ``rows`` is read lazily and the loop yielded to
+        between rows as :class:`LoopShare` says, so a generator's own work is paced too."""
+        statements: list[Statement] = []
+        share = LoopShare()
+        chunk: list[tuple[Any, ...]] = []
+        for row in rows:
+            chunk.append(self.values(row))
+            if len(chunk) == self.rows_per_statement:
+                statements.append(self._statement(chunk))
+                chunk = []
+            await share.checkpoint()
+        if self.row_placeholders is None:
+            return [*statements, self._statement(chunk)] if chunk else statements
+        # The rest in power-of-two sizes: a handful of distinct statements per table, so the
+        # driver's statement cache never churns.
+        start = 0
+        for size in _powers_of_two(len(chunk)):
+            statements.append(self._statement(chunk[start : start + size]))
+            start += size
+        return statements
+
+    def _statement(self, rows: list[tuple[Any, ...]]) -> Statement:
+        if self.row_placeholders is None:
+            return self.sql, rows
+        return self._many(len(rows)), tuple(value for row in rows for value in row)
+
     async def execute(self, connection: AsyncConnection, rows: Iterable[dict[str, Any]]) -> None:
-        """Insert ``rows``, a statement at a time; ``rows`` is read lazily, a statement's
-        worth before each await, so a generator spreads its own work the same way."""
-        pending = iter(rows)
-        while chunk := [self.values(row) for row in islice(pending, self.rows_per_statement)]:
-            if self.row_placeholders is None:
-                await connection.exec_driver_sql(self.sql, chunk)
-                continue
-            # A full statement, or the rest in power-of-two sizes: a handful of distinct
-            # statements per table, so the driver's statement cache never churns.
-            full = len(chunk) == self.rows_per_statement
-            start = 0
-            for size in [len(chunk)] if full else _powers_of_two(len(chunk)):
-                flat = tuple(value for row in chunk[start : start + size] for value in row)
-                await connection.exec_driver_sql(self._many(size), flat)
-                start += size
+        """Insert ``rows`` inside the caller's transaction."""
+        for sql, params in await self.prepare(rows):
+            await connection.exec_driver_sql(sql, params)
 
     @functools.cache  # noqa: B019 - a few sizes per table, for the process's lifetime
     def _many(self, rows: int) -> str:
@@ -117,7 +135,9 @@ def insert_for(table: Table, dialect: Dialect) -> _Insert:
     if dialect.name == "sqlite":
         many = {
             "row_placeholders": "(" + ", ".join(["?"] * len(keys)) + ")",
-            "rows_per_statement": min(ROWS_PER_STATEMENT, SQLITE_MAX_PARAMETERS // len(keys)),
+            "rows_per_statement": min(
+                SQLITE_ROWS_PER_STATEMENT, SQLITE_MAX_PARAMETERS // len(keys)
+            ),
         }
     return _Insert(
         sql=compiled.string,
@@ -210,6 +230,7 @@ class Recorder(BatchWriter[CallRecord]):
         self,
         sessions: async_sessionmaker[AsyncSession],
         *,
+        transactions: Transactions | None = None,
         flush_interval: float = 0.25,
         max_batch: int = 1000,
         max_pending: int = 200_000,
@@ -217,7 +238,7 @@ class Recorder(BatchWriter[CallRecord]):
         super().__init__(
             flush_interval=flush_interval, max_batch=max_batch, max_pending=max_pending
         )
-        self._sessions = sessions
+        self.transactions = transactions or SessionTransactions(sessions)
 
     def submit(self, record: CallRecord) -> None:
         self._buffer(record)
@@ -232,15 +253,14 @@ class Recorder(BatchWriter[CallRecord]):
         return len(batch)
 
     async def _write(self, batch: list[CallRecord]) -> None:
-        async with self._sessions.begin() as session:
-            connection = await session.connection()
-            dialect = connection.dialect
-            await insert_for(REQUESTS, dialect).execute(
-                connection, (record.request_row() for record in batch)
-            )
-            await insert_for(UPSTREAM_CALLS, dialect).execute(
-                connection, (row for record in batch for row in record.attempt_rows())
-            )
+        dialect = self.transactions.dialect
+        statements = await insert_for(REQUESTS, dialect).prepare(
+            record.request_row() for record in batch
+        )
+        statements += await insert_for(UPSTREAM_CALLS, dialect).prepare(
+            row for record in batch for row in record.attempt_rows()
+        )
+        await self.transactions.run(statements)
 
     async def _write_each(self, batch: list[CallRecord]) -> list[CallRecord]:
         kept: list[CallRecord] = []

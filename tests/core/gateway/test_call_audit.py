@@ -19,7 +19,8 @@ from core.db.engine import make_engine, make_sessionmaker
 from core.db.models import CallAudit, GatewayRequest
 from core.db.types import new_id
 from core.errors import NotFound
-from core.gateway.call_audit import SEAL_SLICE, CallAuditLog, CallAuditUnreadable
+from core.gateway.batching import LoopShare
+from core.gateway.call_audit import CallAuditLog, CallAuditUnreadable
 from core.gateway.records import CallRecord
 from core.gateway.upstream import UpstreamError
 from core.sandbox.anthropic import AnthropicSandbox, Faults
@@ -259,19 +260,21 @@ async def test_the_buffer_is_bounded_and_never_raises_into_a_call(
     await log.aclose()
 
 
-async def test_sealing_leaves_the_event_loop_free_between_slices(
+async def test_sealing_yields_to_the_event_loop(
     services: Services, tenant_id: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A large batch is sealed a slice at a time on the event loop, other tasks running in
-    between, so a request arriving meanwhile waits for one slice at most."""
-    log = CallAuditLog(services.sessions, ring(K1), timedelta(days=1), max_batch=1000)
+    """A large batch is sealed on the event loop with other tasks running in between (here
+    after every call: a zero slice), so a request arriving meanwhile barely waits."""
+    monkeypatch.setattr(LoopShare, "MIN_SLICE", 0.0)
+    monkeypatch.setattr(LoopShare, "SHARE", 0.0)
+    log = CallAuditLog(services.sessions, ring(K1), timedelta(days=1))
     ticks = 0
-    sliced: list[tuple[int, int]] = []  # (calls in the slice, loop ticks seen before it)
+    seen: list[int] = []  # the ticker's count when each call was sealed
     seal = log._seal
 
-    def counting_seal(batch: list[Any]) -> list[dict[str, Any]]:
-        sliced.append((len(batch), ticks))
-        return seal(batch)
+    def counting_seal(item: Any) -> dict[str, Any] | None:
+        seen.append(ticks)
+        return seal(item)
 
     monkeypatch.setattr(log, "_seal", counting_seal)
 
@@ -281,15 +284,14 @@ async def test_sealing_leaves_the_event_loop_free_between_slices(
             ticks += 1
             await asyncio.sleep(0)
 
-    for _ in range(3 * SEAL_SLICE + 5):
+    for _ in range(40):
         log.submit(record_of(tenant_id), {"messages": [{"role": "user", "content": "hi"}]}, None)
     running = asyncio.create_task(ticker())
     try:
-        assert await log.flush() == 3 * SEAL_SLICE + 5
+        assert await log.flush() == 40
     finally:
         running.cancel()
-    assert [size for size, _ in sliced] == [SEAL_SLICE] * 3 + [5]
-    seen = [before for _, before in sliced]
+    assert len(seen) == 40
     assert all(later > earlier for earlier, later in pairwise(seen))
     await log.aclose()
 

@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
+from itertools import pairwise
 from typing import Any
 
+import pytest
 from sqlalchemy import event, func, select
+from sqlalchemy.exc import IntegrityError
 
 from core.auth import create_tenant
 from core.db.models import GatewayRequest, UpstreamCall
 from core.db.types import new_id
-from core.gateway.records import (
-    REQUESTS,
-    ROWS_PER_STATEMENT,
-    AttemptRecord,
-    CallRecord,
-    Recorder,
-    insert_for,
+from core.gateway.batching import LoopShare
+from core.gateway.records import REQUESTS, AttemptRecord, CallRecord, Recorder, insert_for
+from core.gateway.transactions import (
+    SessionTransactions,
+    ThreadTransactions,
+    Transactions,
+    transactions_for,
 )
 from core.services import Services
 
@@ -46,6 +49,21 @@ def record(tenant_id: str, attempts: int = 1) -> CallRecord:
     )
 
 
+@pytest.fixture(params=["as deployed", "in a session"])
+async def transactions(
+    request: pytest.FixtureRequest, services: Services
+) -> AsyncIterator[Transactions]:
+    """How the writer runs its transactions: as the gateway's factory picks (on an SQLite
+    file, a thread of its own), and in an ordinary session."""
+    made = (
+        transactions_for(services.sessions)
+        if request.param == "as deployed"
+        else SessionTransactions(services.sessions)
+    )
+    yield made
+    await made.aclose()
+
+
 async def counts(services: Services) -> tuple[int, int]:
     async with services.sessions() as session:
         requests = await session.scalar(select(func.count()).select_from(GatewayRequest))
@@ -53,10 +71,12 @@ async def counts(services: Services) -> tuple[int, int]:
         return int(requests or 0), int(calls or 0)
 
 
-async def test_records_are_written_in_the_background(services: Services) -> None:
+async def test_records_are_written_in_the_background(
+    services: Services, transactions: Transactions
+) -> None:
     async with services.sessions.begin() as session:
         tenant = await create_tenant(session, "acme")
-    recorder = Recorder(services.sessions, flush_interval=0.01)
+    recorder = Recorder(services.sessions, transactions=transactions, flush_interval=0.01)
     for _ in range(5):
         recorder.submit(record(tenant.id, attempts=2))
     assert await counts(services) == (0, 0)  # submit only buffers
@@ -68,10 +88,12 @@ async def test_records_are_written_in_the_background(services: Services) -> None
     await recorder.aclose()
 
 
-async def test_a_refused_row_is_dropped_without_losing_the_batch(services: Services) -> None:
+async def test_a_refused_row_is_dropped_without_losing_the_batch(
+    services: Services, transactions: Transactions
+) -> None:
     async with services.sessions.begin() as session:
         tenant = await create_tenant(session, "acme")
-    recorder = Recorder(services.sessions, flush_interval=60)
+    recorder = Recorder(services.sessions, transactions=transactions, flush_interval=60)
     recorder.submit(record(tenant.id))
     recorder.submit(record("ten_deleted_meanwhile"))  # violates the tenant foreign key
     recorder.submit(record(tenant.id))
@@ -82,10 +104,12 @@ async def test_a_refused_row_is_dropped_without_losing_the_batch(services: Servi
     await recorder.aclose()
 
 
-async def test_closing_flushes_what_is_buffered(services: Services) -> None:
+async def test_closing_flushes_what_is_buffered(
+    services: Services, transactions: Transactions
+) -> None:
     async with services.sessions.begin() as session:
         tenant = await create_tenant(session, "acme")
-    recorder = Recorder(services.sessions, flush_interval=60)
+    recorder = Recorder(services.sessions, transactions=transactions, flush_interval=60)
     recorder.submit(record(tenant.id))
     await recorder.aclose()
     assert await counts(services) == (1, 1)
@@ -117,33 +141,62 @@ async def test_a_large_flush_writes_every_row_with_few_distinct_statements(
     if services.engine.dialect.name == "sqlite":
         # 437 requests: 17 statements of 25 rows, then 8 + 4, not 437 single rows.
         inserts = [s for s in statements if s.startswith("INSERT INTO gateway_requests")]
-        assert [s.count("), (") + 1 for s in inserts] == [ROWS_PER_STATEMENT] * 17 + [8, 4]
+        assert [s.count("), (") + 1 for s in inserts] == [25] * 17 + [8, 4]
     await recorder.aclose()
 
 
-async def test_rows_are_built_a_statement_at_a_time(services: Services) -> None:
-    """A flush builds one statement's parameters, then awaits the driver: a long batch
-    never holds the event loop for more than one statement's worth of rows."""
+async def test_rows_are_prepared_yielding_to_the_event_loop(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parameters are built before any transaction opens, and other tasks run in between
+    (here after every row: a zero slice), so a long batch never holds the event loop."""
+    monkeypatch.setattr(LoopShare, "MIN_SLICE", 0.0)
+    monkeypatch.setattr(LoopShare, "SHARE", 0.0)
     async with services.sessions.begin() as session:
         tenant = await create_tenant(session, "acme")
-    executed: list[str] = []
-    pulled_after: list[int] = []  # statements already executed when each row was built
+    ticks = 0
+    seen: list[int] = []  # the ticker's count when each row was built
 
-    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if statement.startswith("INSERT"):
-            executed.append(statement)
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
 
     def rows(count: int) -> Iterator[dict[str, Any]]:
         for _ in range(count):
-            pulled_after.append(len(executed))
+            seen.append(ticks)
             yield record(tenant.id).request_row()
 
-    event.listen(services.engine.sync_engine, "before_cursor_execute", seen)
+    running = asyncio.create_task(ticker())
     try:
-        async with services.sessions.begin() as session:
-            connection = await session.connection()
-            await insert_for(REQUESTS, connection.dialect).execute(connection, rows(60))
+        statements = await insert_for(REQUESTS, services.engine.dialect).prepare(rows(60))
     finally:
-        event.remove(services.engine.sync_engine, "before_cursor_execute", seen)
-    size = ROWS_PER_STATEMENT
-    assert pulled_after == [n // size for n in range(60)]
+        running.cancel()
+    assert all(later > earlier for earlier, later in pairwise(seen))
+    if services.engine.dialect.name == "sqlite":
+        assert [sql.count("), (") + 1 for sql, _ in statements] == [25, 25, 8, 2]
+    else:
+        assert [len(params) for _, params in statements] == [60]  # one executemany
+
+
+async def test_a_transaction_in_the_writers_thread_is_all_or_nothing(
+    services: Services,
+) -> None:
+    if services.engine.dialect.name != "sqlite":
+        pytest.skip("the writers' own thread is for SQLite files")
+    async with services.sessions.begin() as session:
+        tenant = await create_tenant(session, "acme")
+    transactions = transactions_for(services.sessions)
+    assert isinstance(transactions, ThreadTransactions)
+    insert = insert_for(REQUESTS, transactions.dialect)
+    good = await insert.prepare([record(tenant.id).request_row() for _ in range(30)])
+    refused = await insert.prepare([record("ten_deleted_meanwhile").request_row()])
+    try:
+        with pytest.raises(IntegrityError):  # SQLAlchemy's, as from a session
+            await transactions.run(good + refused)
+        assert await counts(services) == (0, 0)
+        await transactions.run(good)
+        assert await counts(services) == (30, 0)
+    finally:
+        await transactions.aclose()
