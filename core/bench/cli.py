@@ -230,7 +230,7 @@ def _level_label(level: LevelResult) -> str:
 
 
 def overhead_table(result: OverheadResult, plan: Plan) -> str:
-    from core.bench.overhead import MODEL
+    from core.bench.overhead import LOG_DRAIN, MODEL
     from core.bench.processes import columns
 
     rows = [["", "direct p50 / p99", "through p50 / p99", "added p50 / p99", "through req/s"]]
@@ -255,6 +255,7 @@ def overhead_table(result: OverheadResult, plan: Plan) -> str:
         ]
     )
     samples = ", ".join(f"{n:,}: {mb:.0f}" for n, mb in result.rss_mb)
+    pending = {writer: n for writer, n in result.log_pending.items() if n} or "none"
     after_warmup = result.requests_through - result.rss_mb[0][0] if result.rss_mb else 0
     notes = [
         "Closed loop: each connection sends its next request when the previous answer is in. "
@@ -270,6 +271,9 @@ def overhead_table(result: OverheadResult, plan: Plan) -> str:
         f"Switchyard VmRSS in MiB after N requests through it: {samples}; growth after "
         f"warm-up {result.rss_growth_mb:+.1f} MiB over {after_warmup:,} requests, "
         f"{result.rss_growth_second_half_mb:+.1f} MiB over the second half of them.",
+        "Call records and call audit records dropped (buffer full or refused): "
+        f"{result.log_dropped or 'none'}; still unwritten {LOG_DRAIN:.0f} s after the load: "
+        f"{pending}.",
         f"Non-2xx answers: {result.non_2xx or 'none'}; Switchyard logged "
         f"{result.gateway_logged_errors} errors ({result.gateway_log}).",
         f"Request: POST /v1/messages, {MODEL}, max_tokens 16, one short user turn, unique per "

@@ -34,7 +34,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 
 from core.bench import processes
 from core.gateway.catalog import Catalog
@@ -43,6 +45,7 @@ MODEL = "claude-haiku-5-5"
 HUGE = {"rpm": 10**9, "input_tpm": 10**12, "output_tpm": 10**12}
 ANTHROPIC_VERSION = "2023-06-01"
 FLUSH_PAUSE = 0.6  # s: longer than the call records' and call audit's flush intervals
+LOG_DRAIN = 30.0  # s the writers get to finish after the load
 
 
 @dataclass(frozen=True)
@@ -254,6 +257,8 @@ class OverheadResult:
     rss_mb: list[tuple[int, float]] = field(default_factory=list)  # (requests so far, MiB)
     requests_through: int = 0
     non_2xx: dict[str, int] = field(default_factory=dict)
+    log_dropped: dict[str, int] = field(default_factory=dict)  # per writer, at the end
+    log_pending: dict[str, int] = field(default_factory=dict)  # left LOG_DRAIN s after the load
     gateway_logged_errors: int = 0
     gateway_log: str = ""
 
@@ -364,9 +369,27 @@ def run(plan: Plan, progress: Callable[[str], None] = print) -> OverheadResult:
         with switchyard.server as gateway:
             bench = _Bench(sandbox, switchyard)
             _phases(bench, plan, progress)
+            bench.result.log_pending, bench.result.log_dropped = _log_backlog(gateway)
         bench.result.gateway_logged_errors = gateway.logged_errors()
         bench.result.gateway_log = str(gateway.log)
         return bench.result
+
+
+def _log_backlog(gateway: processes.Server) -> tuple[dict[str, int], dict[str, int]]:
+    """What the gateway's call-record writers still hold and what they dropped, from its
+    ``/metrics``, once they have written what was pending (or ``LOG_DRAIN`` has passed)."""
+    deadline = time.monotonic() + LOG_DRAIN
+    while True:
+        text = httpx.get(f"{gateway.url}/metrics", timeout=10).text
+        values: dict[str, dict[str, int]] = {"pending": {}, "dropped": {}}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                for kind in values:
+                    if sample.name.startswith(f"switchyard_gateway_log_{kind}"):
+                        values[kind][sample.labels["writer"]] = int(sample.value)
+        if not any(values["pending"].values()) or time.monotonic() > deadline:
+            return values["pending"], values["dropped"]
+        time.sleep(0.5)
 
 
 def _phases(bench: _Bench, plan: Plan, progress: Callable[[str], None]) -> None:
@@ -425,5 +448,6 @@ def key_values(result: OverheadResult) -> str:
     figures["cpu_ms_per_request"] = f"{result.cpu_ms_per_request:.2f}"
     figures["rss_growth_mb"] = f"{result.rss_growth_mb:.1f}"
     figures["rss_growth_second_half_mb"] = f"{result.rss_growth_second_half_mb:.1f}"
+    figures["log_dropped"] = str(sum(result.log_dropped.values()))
     figures["requests"] = str(result.requests_through)
     return " ".join(f"{k}={v}" for k, v in figures.items())
