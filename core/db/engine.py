@@ -74,8 +74,11 @@ def make_engine(database_url: str, *, pool_size: int = 10, echo: bool = False) -
 
 def make_sync_sqlite_engine(url: URL) -> Engine:
     """A blocking engine on the same SQLite file as an async engine's ``url``, set up alike
-    (WAL, FULL sync, foreign keys, ``BEGIN IMMEDIATE``), for work done in a thread."""
-    engine = create_engine(url.set(drivername="sqlite+pysqlite"))
+    (WAL, FULL sync, foreign keys, ``BEGIN IMMEDIATE``); a connection may pass from one
+    thread to another (never used by two at once)."""
+    engine = create_engine(
+        url.set(drivername="sqlite+pysqlite"), connect_args={"check_same_thread": False}
+    )
     _prepare_sqlite(engine)
     return engine
 

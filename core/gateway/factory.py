@@ -127,7 +127,9 @@ def build_gateway(
         if config.audit and keyring is not None
         else None
     )
-    writers: list[BatchWriter[Any]] = [recorder, *([call_audit] if call_audit else [])]
+    writers: list[BatchWriter[Any]] = [recorder]
+    if call_audit is not None:  # not `if call_audit`: an empty writer is falsy (len 0)
+        writers.append(call_audit)
     metrics.registry.register(BacklogCollector(writers))
     return Gateway(
         settings=config,

@@ -122,6 +122,9 @@ async def test_metrics_expose_ingress_counters_and_queue_depth(
         'switchyard_ingress_ack_seconds_count{connector="webhook"} 2.0',
         'switchyard_queue_jobs{status="queued"} 1.0',
         'switchyard_queue_jobs{status="running"} 0.0',
+        'switchyard_gateway_log_pending{writer="gateway call records"} 0.0',
+        'switchyard_gateway_log_dropped_total{writer="gateway call records"} 0.0',
+        'switchyard_gateway_log_dropped_total{writer="call audit records"} 0.0',
     ):
         assert expected in lines, expected
 

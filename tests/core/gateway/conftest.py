@@ -3,6 +3,7 @@ with every request body the sandbox received kept (``recording.bodies``)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from pydantic import SecretStr
 
 from core.auth import create_tenant
+from core.gateway.batching import LoopShare
 from core.gateway.calls import CallOptions
 from core.sandbox import SandboxServer
 from core.sandbox.anthropic import AnthropicSandbox
@@ -87,3 +89,8 @@ async def acme(claude_services: Services) -> str:
     """A tenant's id."""
     async with claude_services.sessions.begin() as session:
         return (await create_tenant(session, "acme")).id
+
+
+async def yield_every_time(self: LoopShare) -> None:
+    """LoopShare's checkpoint with a zero slice: other tasks run after every item."""
+    await asyncio.sleep(0)

@@ -26,7 +26,7 @@ from core.gateway.upstream import UpstreamError
 from core.sandbox.anthropic import AnthropicSandbox, Faults
 from core.services import Services, build_services
 from core.settings import Settings
-from tests.core.gateway.conftest import EMAIL, asking, options
+from tests.core.gateway.conftest import EMAIL, asking, options, yield_every_time
 
 K1 = ("k1", generate_key())
 K2 = ("k2", generate_key())
@@ -264,9 +264,8 @@ async def test_sealing_yields_to_the_event_loop(
     services: Services, tenant_id: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A large batch is sealed on the event loop with other tasks running in between (here
-    after every call: a zero slice), so a request arriving meanwhile barely waits."""
-    monkeypatch.setattr(LoopShare, "MIN_SLICE", 0.0)
-    monkeypatch.setattr(LoopShare, "SHARE", 0.0)
+    after every call), so a request arriving meanwhile barely waits."""
+    monkeypatch.setattr(LoopShare, "checkpoint", yield_every_time)
     log = CallAuditLog(services.sessions, ring(K1), timedelta(days=1))
     ticks = 0
     seen: list[int] = []  # the ticker's count when each call was sealed

@@ -19,11 +19,12 @@ from core.gateway.batching import LoopShare
 from core.gateway.records import REQUESTS, AttemptRecord, CallRecord, Recorder, insert_for
 from core.gateway.transactions import (
     SessionTransactions,
-    ThreadTransactions,
+    SqliteTransactions,
     Transactions,
     transactions_for,
 )
 from core.services import Services
+from tests.core.gateway.conftest import yield_every_time
 
 
 def record(tenant_id: str, attempts: int = 1) -> CallRecord:
@@ -149,9 +150,8 @@ async def test_rows_are_prepared_yielding_to_the_event_loop(
     services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Parameters are built before any transaction opens, and other tasks run in between
-    (here after every row: a zero slice), so a long batch never holds the event loop."""
-    monkeypatch.setattr(LoopShare, "MIN_SLICE", 0.0)
-    monkeypatch.setattr(LoopShare, "SHARE", 0.0)
+    (here after every row), so a long batch never holds the event loop."""
+    monkeypatch.setattr(LoopShare, "checkpoint", yield_every_time)
     async with services.sessions.begin() as session:
         tenant = await create_tenant(session, "acme")
     ticks = 0
@@ -188,7 +188,7 @@ async def test_a_transaction_in_the_writers_thread_is_all_or_nothing(
     async with services.sessions.begin() as session:
         tenant = await create_tenant(session, "acme")
     transactions = transactions_for(services.sessions)
-    assert isinstance(transactions, ThreadTransactions)
+    assert isinstance(transactions, SqliteTransactions)
     insert = insert_for(REQUESTS, transactions.dialect)
     good = await insert.prepare([record(tenant.id).request_row() for _ in range(30)])
     refused = await insert.prepare([record("ten_deleted_meanwhile").request_row()])
