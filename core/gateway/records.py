@@ -23,7 +23,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionm
 
 from core.db.models import GatewayRequest, UpstreamCall
 from core.gateway.batching import BatchWriter, LoopShare
-from core.gateway.transactions import SessionTransactions, Statement, Transactions
+from core.gateway.transactions import (
+    SessionTransactions,
+    Statement,
+    Transactions,
+)
 from core.logging import get_logger
 
 log = get_logger(__name__)
@@ -40,8 +44,8 @@ SQLITE_MAX_PARAMETERS = 32_766 if sqlite3.sqlite_version_info >= (3, 32) else 99
 # building 200 rows at once held the loop for milliseconds, which was the gateway's p99 at
 # concurrency 1. The transaction then runs as a whole (:mod:`core.gateway.transactions`).
 #
-# SQLite's driver binds a statement's parameters holding the GIL (~4 us a row, measured), so
-# statements stay small there: the loop waits for one statement's binding (~0.1 ms) at most.
+# On SQLite the statements run on the loop too (:class:`SqliteTransactions`), ~4 us a row to
+# bind and insert (measured), so they stay small there: 25 rows hold the loop ~0.1 ms.
 SQLITE_ROWS_PER_STATEMENT = 25
 ROWS_PER_STATEMENT = 200  # elsewhere: one asyncpg executemany, encoded on the loop
 
@@ -54,12 +58,11 @@ class _Insert:
     through SQLAlchemy's per-row parameter processing cost ~0.1 ms a row there, this costs a
     few microseconds.
 
-    On SQLite the rows go as multi-row ``VALUES`` statements, not ``executemany``: the driver
-    runs in a thread and releases the GIL for every statement it steps, and while the event
-    loop is busy each re-acquisition waits up to the interpreter's switch interval. One row
-    per step let a busy gateway make records faster than it wrote them; a statement of
-    ``SQLITE_ROWS_PER_STATEMENT`` rows keeps the writer far ahead. (asyncpg runs in the loop
-    and pipelines each ``executemany`` itself.)
+    On SQLite the rows go as multi-row ``VALUES`` statements, not ``executemany``: one
+    statement to step per ``SQLITE_ROWS_PER_STATEMENT`` rows rather than one per row (when
+    the driver ran in a thread, each step also cost a wait for the GIL, and one row a step
+    let a busy gateway make records faster than it wrote them). asyncpg pipelines each
+    ``executemany`` itself.
     """
 
     sql: str

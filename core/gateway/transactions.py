@@ -4,7 +4,8 @@ statements they have prepared beforehand.
 On an SQLite file, :class:`SqliteTransactions`: statements on the event loop in paced
 slices, the lock and the commit in a thread (its docstring says why, with the figures).
 Elsewhere (PostgreSQL: asyncpg runs on the loop and pipelines) :class:`SessionTransactions`
-runs them in an ordinary session."""
+runs them in an ordinary session.
+"""
 
 from __future__ import annotations
 
@@ -103,7 +104,7 @@ class SqliteTransactions:
                     await share.checkpoint()
                 await loop.run_in_executor(self._thread, connection.commit)
             finally:
-                # A no-op after the commit; otherwise (an error, a cancel) the rollback.
+                # A no-op after the commit; after an error, the rollback.
                 await loop.run_in_executor(self._thread, self._end, connection)
 
     def _begin(self) -> PoolProxiedConnection:
@@ -131,7 +132,8 @@ class SqliteTransactions:
 
 
 def transactions_for(sessions: async_sessionmaker[AsyncSession]) -> Transactions:
-    """A thread of their own for the writers on an SQLite file, a session elsewhere."""
+    """:class:`SqliteTransactions` on an SQLite file, :class:`SessionTransactions` elsewhere
+    (and for an in-memory database, which another connection would not see)."""
     engine = engine_of(sessions)
     database = engine.url.database
     if engine.dialect.name == "sqlite" and database and database != ":memory:":
