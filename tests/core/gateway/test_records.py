@@ -180,11 +180,11 @@ async def test_rows_are_prepared_yielding_to_the_event_loop(
         assert [len(params) for _, params in statements] == [60]  # one executemany
 
 
-async def test_a_transaction_in_the_writers_thread_is_all_or_nothing(
+async def test_an_sqlite_transaction_is_all_or_nothing(
     services: Services,
 ) -> None:
     if services.engine.dialect.name != "sqlite":
-        pytest.skip("the writers' own thread is for SQLite files")
+        pytest.skip("SqliteTransactions are for SQLite files")
     async with services.sessions.begin() as session:
         tenant = await create_tenant(session, "acme")
     transactions = transactions_for(services.sessions)
