@@ -4,7 +4,9 @@ The gateway hands each finished :class:`CallRecord` to :meth:`Recorder.submit`, 
 appends to a buffer; a background task writes the buffer in one transaction every
 ``flush_interval`` seconds (or at ``max_batch`` rows), so recording adds no latency to a
 call. If the database is down, rows wait in the buffer (bounded by ``max_pending``; beyond
-that the oldest are dropped and counted) and the next flush tries again.
+that the oldest are dropped and counted) and the next flush tries again. What waits and what
+was dropped is exported to Prometheus (``switchyard_gateway_log_*``, see
+:class:`~core.gateway.batching.BacklogCollector`).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ SQLITE_MAX_PARAMETERS = 32_766 if sqlite3.sqlite_version_info >= (3, 32) else 99
 # How a flush feeds the database. The event loop's thread builds the statements' parameters
 # before any transaction opens, yielding to requests as it goes (:class:`LoopShare`):
 # building 200 rows at once held the loop for milliseconds, which was the gateway's p99 at
-# concurrency 1. The transaction then runs as a whole (:mod:`core.gateway.transactions`).
+# concurrency 1. Then one transaction per flush writes them (:mod:`core.gateway.transactions`).
 #
 # On SQLite the statements run on the loop too (:class:`SqliteTransactions`), ~4 us a row to
 # bind and insert (measured), so they stay small there: 25 rows hold the loop ~0.1 ms.
