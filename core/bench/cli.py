@@ -230,7 +230,8 @@ def _level_label(level: LevelResult) -> str:
 
 
 def overhead_table(result: OverheadResult, plan: Plan) -> str:
-    from core.bench.overhead import LOG_DRAIN, MODEL
+    from core.bench.http_load import MODEL
+    from core.bench.overhead import LOG_DRAIN
     from core.bench.processes import columns
 
     rows = [["", "direct p50 / p99", "through p50 / p99", "added p50 / p99", "through req/s"]]

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from core.bench import overhead, savings, savings_report
+from core.bench import http_load, overhead, savings, savings_report
 from core.bench.cli import overhead_table, savings_table
 from core.bench.sandbox_server import BenchApp, dilated_clock, rewrite_headers
 from core.bench.workload import Call, Workload, arrivals, build_calls, load
@@ -257,10 +257,10 @@ def test_direct_and_through_alternate_in_blocks_and_add_up(
     order: list[tuple[str, int]] = []
 
     def arm(name: str) -> Any:
-        def run(count: int, concurrency: int, **_: Any) -> overhead.Load:
+        def run(count: int, concurrency: int, **_: Any) -> http_load.Load:
             order.append((name, count))
             value = 0.001 if name == "direct" else 0.003
-            return overhead.Load(
+            return http_load.Load(
                 count, count * value, [value] * count, [value] * count, {200: count}
             )
 
@@ -289,7 +289,7 @@ def read(data: bytes) -> tuple[int, float]:
         reader = asyncio.StreamReader()
         reader.feed_data(data)
         reader.feed_eof()
-        return await overhead._read_answer(reader)
+        return await http_load._read_answer(reader)
 
     return asyncio.run(go())
 
@@ -302,7 +302,7 @@ def test_the_load_generator_reads_whole_answers() -> None:
     )
     assert read(plain)[0] == 200
     assert read(chunked)[0] == 200
-    requests = overhead.build_requests(1234, "key", 2, start=7, stream=True)
+    requests = http_load.build_requests(1234, "key", 2, start=7, stream=True)
     assert b"T-7" in requests[0]
     assert b"T-8" in requests[1]
     assert b'"stream":true' in requests[0]
