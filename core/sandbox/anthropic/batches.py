@@ -3,8 +3,8 @@
 A created batch is ``in_progress`` with every request ``processing``; after ``delay``
 seconds a task on the server's loop answers each request with the same model as
 ``/v1/messages`` (no rate limits or latency), then the batch is ``ended`` with a
-``results_url``. Cancelling makes it ``canceling`` at once; the task then marks the
-requests it has not answered ``canceled`` and ends the batch. Results are JSONL
+``results_url``. Cancelling makes it ``canceling`` at once (cutting the delay short); the
+task then marks the requests it has not answered ``canceled`` and ends the batch. Results are JSONL
 (``application/x-jsonl``), one line per request keyed by ``custom_id``, in a deterministic
 shuffled order. ``expires_at`` is ``created_at`` + 24 h; batches do not expire here, but
 the sandbox's faults (``batch_*_rate``) can make single results ``errored`` (with the error
@@ -14,6 +14,7 @@ response the API gives) or ``expired``, drawn per request from a seeded generato
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import re
 import secrets
@@ -57,6 +58,7 @@ class Batch:
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
     ended_at: datetime | None = None
     cancel_initiated_at: datetime | None = None
+    cancel_requested: asyncio.Event = field(default_factory=asyncio.Event)
 
     def counts(self) -> dict[str, int]:
         kinds = [result["type"] for result in self.results.values()]
@@ -173,6 +175,7 @@ class BatchStore:
         if batch.status == "in_progress":
             batch.status = "canceling"
             batch.cancel_initiated_at = datetime.now(UTC)
+            batch.cancel_requested.set()
         return batch
 
     def delete(self, batch_id: str) -> dict[str, Any]:
@@ -207,9 +210,18 @@ class BatchStore:
         except ApiError as error:
             return _errored(error.error_type, error.message)
 
+    async def _wait_for_start(self, batch: Batch) -> None:
+        """Sleep ``delay`` seconds, or less if the batch is cancelled meanwhile.
+
+        The API ends a cancelled batch soon after the cancel call, whatever its queue; a test
+        can hold a batch in progress with a long ``delay`` and still see the cancel promptly.
+        """
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(batch.cancel_requested.wait(), self.delay)
+
     async def _run(self, batch: Batch) -> None:
         try:
-            await asyncio.sleep(self.delay)
+            await self._wait_for_start(batch)
             for n, (custom_id, params) in enumerate(batch.requests, 1):
                 if batch.status == "canceling":
                     break

@@ -216,7 +216,7 @@ async def test_a_transient_error_then_success_completes(world: World) -> None:
 
 
 async def test_a_canceled_batch_fails_its_jobs(world: World) -> None:
-    world.claude.batches.delay = 0.5  # still in progress when cancelled
+    world.claude.batches.delay = 60  # in progress until the cancel ends it
     job_id = await world.change({"body": "Cancelled"})
     assert await run_job(world, job_id) is JobStatus.AWAITING_BATCH
     batches = batches_for(world.services)

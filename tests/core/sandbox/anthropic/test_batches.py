@@ -84,7 +84,7 @@ async def test_results_are_jsonl(client: AsyncAnthropic, http: httpx.AsyncClient
 async def test_cancelling_goes_through_canceling_to_ended(
     make_sandbox: Any, client: AsyncAnthropic
 ) -> None:
-    make_sandbox(batch_delay=0.2)
+    make_sandbox(batch_delay=60)
     created = await client.messages.batches.create(requests=_requests(3))
     canceling = await client.messages.batches.cancel(created.id)
     assert canceling.processing_status == "canceling"
@@ -111,7 +111,7 @@ async def test_listing_pages_newest_first(client: AsyncAnthropic) -> None:
 
 
 async def test_deleting_needs_an_ended_batch(make_sandbox: Any, client: AsyncAnthropic) -> None:
-    make_sandbox(batch_delay=0.2)
+    make_sandbox(batch_delay=60)
     created = await client.messages.batches.create(requests=_requests(1))
     with pytest.raises(BadRequestError):
         await client.messages.batches.delete(created.id)
