@@ -31,8 +31,11 @@ format: install
 typecheck: install
 	$(BIN)/mypy core connectors
 
+# pytest-xdist: one process a core (about 6 minutes on 2 cores, 10 on one process);
+# `make pytest PYTEST_WORKERS=0` runs in one process.
+PYTEST_WORKERS ?= auto
 pytest: install
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS)
 
 test: lint typecheck pytest
 

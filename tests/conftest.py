@@ -48,8 +48,26 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def postgres_url() -> str:
     if not PG_URL:
         pytest.skip("SWITCHYARD_TEST_DATABASE_URL is not set")
-    upgrade(PG_URL)
-    return PG_URL
+    url = _database_of_this_worker(PG_URL)
+    upgrade(url)
+    return url
+
+
+def _database_of_this_worker(url: str) -> str:
+    """Under pytest-xdist each worker truncates tables between tests, so each gets its own
+    database beside the one named (``switchyard_test_gw0``, ...), created afresh."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        return url
+    base = make_url(url)
+    name = f"{base.database}_{worker}"
+    server = base.set(drivername="postgresql+psycopg", database="postgres")
+    engine = create_engine(server, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return base.set(database=name).render_as_string(hide_password=False)
 
 
 def _truncate_postgres(url: str) -> None:
