@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -29,32 +29,40 @@ Item = TypeVar("Item")
 class LoopShare:
     """Paces CPU work done on the event loop in the background (building a batch's rows,
     sealing them, running its statements) to a ``SHARE`` of the loop's time: call
-    :meth:`checkpoint` after each item; once the work has held the loop for its slice, it
-    sleeps long enough that the slice was ``SHARE`` of the time since.
+    :meth:`checkpoint` after each item.
 
-    On a quiet loop a slice is ``MIN_SLICE`` (0.2 ms, then ~1 ms asleep), so a request
-    overlaps one slice at most: yielding only (``sleep(0)``) let each of a request's steps
-    queue behind another slice, which added a millisecond to the gateway's p99 at
-    concurrency 1. On a saturated loop a sleep ends late, and the slice grows to keep the
-    share: the writers keep pace with the calls instead of falling behind them.
+    The work spends a credit of loop time, which it earns while it sleeps: ``SHARE`` of the
+    time it was away. Once the credit is spent, it sleeps until it has earned ``MIN_SLICE``
+    again. On a quiet loop a slice is 0.2 ms (then ~1 ms asleep), so a request overlaps one
+    slice at most: yielding only (``sleep(0)``) let each of a request's steps queue behind
+    another slice, which added a millisecond to the gateway's p99 at concurrency 1. An item
+    that overran its slice is paid back by a longer sleep, and the next slice is short again.
+    On a saturated loop a sleep ends late, earning more: the slice grows to keep the share,
+    and the writers keep pace with the calls instead of falling behind them.
     """
 
     MIN_SLICE = 0.0002
     SHARE = 0.15
 
-    def __init__(self) -> None:
-        self._since = time.perf_counter()
-        self._slice = self.MIN_SLICE
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.perf_counter,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._clock = clock
+        self._sleep = sleep
+        self._since = clock()
+        self._credit = self.MIN_SLICE
 
     async def checkpoint(self) -> None:
-        now = time.perf_counter()
-        worked = now - self._since
-        if worked < self._slice:
+        now = self._clock()
+        left = self._credit - (now - self._since)
+        if left > 0:
             return
-        await asyncio.sleep(worked * (1 - self.SHARE) / self.SHARE)
-        self._since = time.perf_counter()
-        away = self._since - now
-        self._slice = max(self.MIN_SLICE, away * self.SHARE / (1 - self.SHARE))
+        await self._sleep((self.MIN_SLICE - left) / self.SHARE)
+        self._since = self._clock()
+        self._credit = left + (self._since - now) * self.SHARE
 
 
 class BatchWriter(Generic[Item]):
