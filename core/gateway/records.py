@@ -46,9 +46,11 @@ SQLITE_MAX_PARAMETERS = 32_766 if sqlite3.sqlite_version_info >= (3, 32) else 99
 # building 200 rows at once held the loop for milliseconds, which was the gateway's p99 at
 # concurrency 1. Then one transaction per flush writes them (:mod:`core.gateway.transactions`).
 #
-# On SQLite the statements run on the loop too (:class:`SqliteTransactions`), ~4 us a row to
-# bind and insert (measured), so they stay small there: 25 rows hold the loop ~0.1 ms.
-SQLITE_ROWS_PER_STATEMENT = 25
+# On SQLite the statements run on the loop too (:class:`SqliteTransactions`), so they stay
+# small there: 4 us a row to bind and insert on a fast machine and an empty table, but on a
+# slow one and a table of 100,000 rows, 25-row statements held the loop 0.6-1.3 ms at p99
+# and 10-row ones 0.4-0.6 ms (`python -m tests.bench.record_ids`), at the same flush time.
+SQLITE_ROWS_PER_STATEMENT = 10
 ROWS_PER_STATEMENT = 200  # elsewhere: one asyncpg executemany, encoded on the loop
 
 

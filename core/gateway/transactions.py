@@ -68,8 +68,8 @@ class SqliteTransactions:
     paced by :class:`LoopShare`, while what may block runs in a thread of its own: taking
     the write lock (``BEGIN IMMEDIATE`` waits for other writers) and committing (fsync).
 
-    Run on the loop, a 25-row statement holds it ~0.1 ms, like any other slice of
-    background work. Run in a thread, the same statements held the GIL to bind their
+    Run on the loop, a 10-row statement holds it well under a millisecond, like any other
+    slice of background work. Run in a thread, the same statements held the GIL to bind their
     parameters while the loop wanted it: measured side by side, that added ~1 ms to the
     gateway's p99 at concurrency 1, and awaited one by one from the loop each took ~60 ms to
     come back on a saturated gateway. Transactions take turns (one connection, one thread).

@@ -140,9 +140,9 @@ async def test_a_large_flush_writes_every_row_with_few_distinct_statements(
         stored = (await session.scalars(select(GatewayRequest.id))).all()
     assert sorted(stored) == sorted(one.id for one in originals)
     if services.engine.dialect.name == "sqlite":
-        # 437 requests: 17 statements of 25 rows, then 8 + 4, not 437 single rows.
+        # 437 requests: 43 statements of 10 rows, then 4 + 2 + 1, not 437 single rows.
         inserts = [s for s in statements if s.startswith("INSERT INTO gateway_requests")]
-        assert [s.count("), (") + 1 for s in inserts] == [25] * 17 + [8, 4]
+        assert [s.count("), (") + 1 for s in inserts] == [10] * 43 + [4, 2, 1]
     await recorder.aclose()
 
 
@@ -170,14 +170,14 @@ async def test_rows_are_prepared_yielding_to_the_event_loop(
 
     running = asyncio.create_task(ticker())
     try:
-        statements = await insert_for(REQUESTS, services.engine.dialect).prepare(rows(60))
+        statements = await insert_for(REQUESTS, services.engine.dialect).prepare(rows(67))
     finally:
         running.cancel()
     assert all(later > earlier for earlier, later in pairwise(seen))
     if services.engine.dialect.name == "sqlite":
-        assert [sql.count("), (") + 1 for sql, _ in statements] == [25, 25, 8, 2]
+        assert [sql.count("), (") + 1 for sql, _ in statements] == [10] * 6 + [4, 2, 1]
     else:
-        assert [len(params) for _, params in statements] == [60]  # one executemany
+        assert [len(params) for _, params in statements] == [67]  # one executemany
 
 
 async def test_an_sqlite_transaction_is_all_or_nothing(
