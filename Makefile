@@ -41,6 +41,7 @@ test: lint typecheck pytest
 
 bench: install  ## every benchmark, full size (about 25 minutes)
 	$(BIN)/python -m tests.bench.ingest
+	$(BIN)/python -m tests.bench.record_ids
 	$(BIN)/switchyard bench savings
 	$(BIN)/switchyard bench overhead
 	$(BIN)/switchyard bench fairness

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +24,15 @@ def utcnow() -> datetime:
 def new_id(prefix: str) -> str:
     """Opaque public id such as ``con_3f9c…`` (prefix says what the object is)."""
     return f"{prefix}_{secrets.token_hex(10)}"
+
+
+def new_ordered_id(prefix: str) -> str:
+    """An id like :func:`new_id` (same prefix and length) whose first 11 hex digits are the
+    time in milliseconds, so ids made later sort later. For rows written at a high rate:
+    their index entries go to the end of each index instead of a random page of it, so a
+    commit touches a few pages rather than a page a row, however large the table grows."""
+    millis = time.time_ns() // 1_000_000
+    return f"{prefix}_{millis:011x}{secrets.randbits(36):09x}"
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from core.db.types import new_id
+from core.db.types import new_ordered_id
 from core.gateway import accounting
 from core.gateway.accounting import picodollars, usage_of_body
 from core.gateway.admission import Admission, Priority
@@ -116,7 +116,7 @@ class Gateway:
     ) -> CallRecord:
         requested = body.get("model")
         return CallRecord(
-            id=new_id("gwr"),
+            id=new_ordered_id("gwr"),
             trace_id=options.trace_id,
             tenant_id=options.tenant_id,
             feature=options.feature,
