@@ -11,7 +11,7 @@ sandbox (*direct*) or through Switchyard (*through*):
    request when the previous answer is in), direct and through in alternating blocks, so a
    machine that speeds up or slows down meanwhile (a shared VM does) weighs on both arms
    alike; added = through - direct per percentile. With a zero-latency upstream, 16 and 64
-   connections saturate the gateway, so the same is measured again (one block each way)
+   connections saturate the gateway, so the same is measured again (fewer, longer blocks)
    with the sandbox answering in a fixed time (``Faults.slow_seconds``), the connections'
    starts spread over it: 64 calls in flight the way 64 concurrent Claude calls would be;
 3. streaming: time to the first body byte at concurrency 1, direct and through, in
@@ -57,6 +57,7 @@ class Plan:
     total_requests: int  # through Switchyard, warm-up included (the memory figure)
     rss_every: int
     blocks: int = 8  # each zero-latency level and streaming: direct/through alternations
+    upstream_blocks: int = 4  # the same for each level with the fixed upstream latency
 
 
 FULL = Plan(
@@ -83,6 +84,7 @@ QUICK = Plan(
     total_requests=6_000,
     rss_every=1_000,
     blocks=2,
+    upstream_blocks=2,
 )
 
 
@@ -178,7 +180,13 @@ class _Bench:
         return load
 
     def alternating(
-        self, count: int, concurrency: int, blocks: int, *, stream: bool = False
+        self,
+        count: int,
+        concurrency: int,
+        blocks: int,
+        *,
+        stream: bool = False,
+        stagger: float = 0.0,
     ) -> tuple[Load, Load]:
         """``count`` requests each way in ``blocks`` direct/through pairs; the direct and the
         through loads, each summed over its blocks."""
@@ -191,21 +199,17 @@ class _Bench:
             size = count // blocks + (block < count % blocks)
             pairs.append(
                 (
-                    self.direct(size, concurrency, stream=stream),
-                    self.through(size, concurrency, stream=stream),
+                    self.direct(size, concurrency, stream=stream, stagger=stagger),
+                    self.through(size, concurrency, stream=stream, stagger=stagger),
                 )
             )
         (direct, through), rest = pairs[0], pairs[1:]
         return sum((d for d, _ in rest), direct), sum((t for _, t in rest), through)
 
     def level(
-        self, concurrency: int, count: int, upstream_seconds: float = 0.0, blocks: int = 1
+        self, concurrency: int, count: int, upstream_seconds: float = 0.0, *, blocks: int
     ) -> None:
-        if blocks > 1:
-            d, t = self.alternating(count, concurrency, blocks)
-        else:
-            d = self.direct(count, concurrency, stagger=upstream_seconds)
-            t = self.through(count, concurrency, stagger=upstream_seconds)
+        d, t = self.alternating(count, concurrency, blocks, stagger=upstream_seconds)
         self.result.levels.append(
             LevelResult(
                 concurrency,
@@ -278,7 +282,7 @@ def _phases(bench: _Bench, plan: Plan, progress: Callable[[str], None]) -> None:
                 f"bench overhead: concurrency {concurrency}, upstream answering in "
                 f"{seconds * 1000:.0f} ms, {count:,} requests each way"
             )
-            bench.level(concurrency, count, seconds)
+            bench.level(concurrency, count, seconds, blocks=plan.upstream_blocks)
     finally:
         processes.set_faults(bench.sandbox, {})
     progress(f"bench overhead: streaming, {plan.stream_requests:,} requests each way")
