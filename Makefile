@@ -39,7 +39,7 @@ pytest: install
 
 test: lint typecheck pytest
 
-bench: install  ## every benchmark, full size (about 25 minutes)
+bench: install  ## every benchmark, full size (about 35 minutes)
 	$(BIN)/python -m tests.bench.ingest
 	$(BIN)/python -m tests.bench.record_ids
 	$(BIN)/switchyard bench savings

@@ -215,9 +215,21 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=150_000, help="records per database")
     parser.add_argument("--batch", type=int, default=150, help="records per flush")
     args = parser.parse_args()
+    print(f"reproduce: python -m tests.bench.record_ids --rows {args.rows} --batch {args.batch}")
     payload = run(args.rows, args.batch)
     print("\n".join(report(payload)))
     print(f"written to {processes.write_result('record_ids', payload)}")
+    print(key_values(payload))
+
+
+def key_values(payload: dict[str, Any]) -> str:
+    """The last stage's figures (the largest table) on one line."""
+    last = payload["stages"][-1]
+    figures = {"rows": last["rows"], "flush_ordered_over_random": last["flush_ratio"]}
+    for kind in KINDS:
+        figures[f"flush_p50_ms_{kind}"] = last[f"flush_p50_ms_{kind}"]
+        figures[f"loop_held_p99_ms_{kind}"] = last[f"lag_p99_ms_{kind}"]
+    return " ".join(f"{key}={value}" for key, value in figures.items())
 
 
 if __name__ == "__main__":

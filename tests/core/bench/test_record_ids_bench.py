@@ -16,3 +16,4 @@ def test_both_kinds_of_id_are_written_and_reported_by_stage() -> None:
     lines = record_ids.report(payload)
     assert lines[0].startswith("call records in flushes of 100")
     assert lines[3].split()[0] == "300"
+    assert record_ids.key_values(payload).startswith("rows=600 flush_ordered_over_random=")
