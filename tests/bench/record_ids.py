@@ -47,10 +47,10 @@ HOLD = 0.00005  # s: a gap between the probe's turns this long is the writer's
 class Stage:
     rows: int  # in gateway_requests at the end of the stage
     flush_ms: dict[str, list[float]] = field(default_factory=dict)
-    lag_ms: dict[str, list[float]] = field(default_factory=dict)
+    held_ms: dict[str, list[float]] = field(default_factory=dict)
 
 
-class LagProbe:
+class HoldProbe:
     """How long the loop goes between turns of a callback that always reschedules itself:
     a gap is the time something else (the writer) held the loop. It keeps the loop busy,
     so its gaps are the writer's slices and nothing of the loop's own timer resolution."""
@@ -97,7 +97,7 @@ class Arm:
         async with self.sessions.begin() as session:
             self.tenant_id = (await create_tenant(session, self.kind)).id
 
-    async def flush(self, count: int, probe: LagProbe) -> tuple[float, list[float]]:
+    async def flush(self, count: int, probe: HoldProbe) -> tuple[float, list[float]]:
         for _ in range(count):
             one = record(self.tenant_id)  # the call records' own tests' record
             one.id = self.make_id("gwr")
@@ -106,10 +106,10 @@ class Arm:
         began = time.perf_counter()
         written = await self.recorder.flush()
         took = time.perf_counter() - began
-        lags = await probe.stop()
+        holds = await probe.stop()
         if written != count:
             raise RuntimeError(f"{self.kind}: wrote {written} of {count} records")
-        return took * 1000, [lag * 1000 for lag in lags]
+        return took * 1000, [hold * 1000 for hold in holds]
 
     async def aclose(self) -> None:
         await self.recorder.aclose()
@@ -140,7 +140,7 @@ async def _measure(
     if tune:  # the process's GC and GIL hand-over as `switchyard serve` sets them
         tune_gc()
         tune_switch_interval()
-    probe = LagProbe()
+    probe = HoldProbe()
     steps = rows // batch
     per_stage = max(1, steps // stages)
     result: list[Stage] = []
@@ -150,9 +150,9 @@ async def _measure(
                 result.append(Stage(rows=0))
             stage = result[-1]
             for arm in arms if step % 2 == 0 else arms[::-1]:
-                took, lags = await arm.flush(batch, probe)
+                took, holds = await arm.flush(batch, probe)
                 stage.flush_ms.setdefault(arm.kind, []).append(took)
-                stage.lag_ms.setdefault(arm.kind, []).extend(lags)
+                stage.held_ms.setdefault(arm.kind, []).extend(holds)
             stage.rows = (step + 1) * batch
     finally:
         for arm in arms:
@@ -170,8 +170,8 @@ def run(rows: int, batch: int = 150, stages: int = 5, *, tune: bool = True) -> d
         row: dict[str, Any] = {"rows": stage.rows}
         for kind in KINDS:
             row[f"flush_p50_ms_{kind}"] = round(processes.percentile(stage.flush_ms[kind], 50), 2)
-            row[f"lag_p99_ms_{kind}"] = round(processes.percentile(stage.lag_ms[kind], 99), 2)
-            row[f"lag_max_ms_{kind}"] = round(max(stage.lag_ms[kind], default=0.0), 2)
+            row[f"held_p99_ms_{kind}"] = round(processes.percentile(stage.held_ms[kind], 99), 2)
+            row[f"held_max_ms_{kind}"] = round(max(stage.held_ms[kind], default=0.0), 2)
         row["flush_ratio"] = round(row["flush_p50_ms_ordered"] / row["flush_p50_ms_random"], 2)
         table.append(row)
     return {"rows": rows, "batch": batch, "db_mib": sizes, "stages": table}
@@ -196,10 +196,10 @@ def report(payload: dict[str, Any]) -> list[str]:
                 f"{stage['flush_p50_ms_random']:.1f} ms",
                 f"{stage['flush_p50_ms_ordered']:.1f} ms",
                 f"{stage['flush_ratio']:.2f}",
-                f"{stage['lag_p99_ms_random']:.2f} ms",
-                f"{stage['lag_p99_ms_ordered']:.2f} ms",
-                f"{stage['lag_max_ms_random']:.2f} ms",
-                f"{stage['lag_max_ms_ordered']:.2f} ms",
+                f"{stage['held_p99_ms_random']:.2f} ms",
+                f"{stage['held_p99_ms_ordered']:.2f} ms",
+                f"{stage['held_max_ms_random']:.2f} ms",
+                f"{stage['held_max_ms_ordered']:.2f} ms",
             ]
         )
     sizes = payload["db_mib"]
@@ -228,7 +228,7 @@ def key_values(payload: dict[str, Any]) -> str:
     figures = {"rows": last["rows"], "flush_ordered_over_random": last["flush_ratio"]}
     for kind in KINDS:
         figures[f"flush_p50_ms_{kind}"] = last[f"flush_p50_ms_{kind}"]
-        figures[f"loop_held_p99_ms_{kind}"] = last[f"lag_p99_ms_{kind}"]
+        figures[f"loop_held_p99_ms_{kind}"] = last[f"held_p99_ms_{kind}"]
     return " ".join(f"{key}={value}" for key, value in figures.items())
 
 
