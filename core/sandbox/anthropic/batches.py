@@ -4,11 +4,12 @@ A created batch is ``in_progress`` with every request ``processing``; after ``de
 seconds a task on the server's loop answers each request with the same model as
 ``/v1/messages`` (no rate limits or latency), then the batch is ``ended`` with a
 ``results_url``. Cancelling makes it ``canceling`` at once (cutting the delay short); the
-task then marks the requests it has not answered ``canceled`` and ends the batch. Results are JSONL
-(``application/x-jsonl``), one line per request keyed by ``custom_id``, in a deterministic
-shuffled order. ``expires_at`` is ``created_at`` + 24 h; batches do not expire here, but
-the sandbox's faults (``batch_*_rate``) can make single results ``errored`` (with the error
-response the API gives) or ``expired``, drawn per request from a seeded generator.
+task then marks the requests it has not answered ``canceled`` and ends the batch. Results
+are JSONL (``application/x-jsonl``), one line per request keyed by ``custom_id``, in a
+deterministic shuffled order. ``expires_at`` is ``created_at`` + 24 h; batches do not
+expire here, but the sandbox's faults (``batch_*_rate``) can make single results
+``errored`` (with the error response the API gives) or ``expired``, drawn per request from
+a seeded generator.
 """
 
 from __future__ import annotations
