@@ -48,8 +48,8 @@ SQLITE_MAX_PARAMETERS = 32_766 if sqlite3.sqlite_version_info >= (3, 32) else 99
 #
 # On SQLite the statements run on the loop too (:class:`SqliteTransactions`), so they stay
 # small there: 4 us a row to bind and insert on a fast machine and an empty table, but on a
-# slow one and a table of 100,000 rows, 25-row statements held the loop 0.6-1.3 ms at p99
-# and 10-row ones 0.4-0.6 ms (`python -m tests.bench.record_ids`), at the same flush time.
+# slow machine 25-row statements held the loop 0.6-1.3 ms at p99 and 10-row ones
+# 0.4-0.6 ms, at the same flush time (`python -m tests.bench.record_ids --rows 4500`).
 SQLITE_ROWS_PER_STATEMENT = 10
 ROWS_PER_STATEMENT = 200  # elsewhere: one asyncpg executemany, encoded on the loop
 
