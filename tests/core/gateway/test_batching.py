@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Coroutine
+from typing import Any
 
 import pytest
 
@@ -25,6 +27,16 @@ async def work(share: LoopShare, seconds: float) -> float:
     return time.perf_counter() - started_all
 
 
+async def work_beside(other: Coroutine[Any, Any, None], seconds: float) -> float:
+    """:func:`work` paced by a fresh LoopShare while ``other`` runs as a task beside it."""
+    running = asyncio.create_task(other)
+    await asyncio.sleep(0)
+    try:
+        return await work(LoopShare(), seconds)
+    finally:
+        running.cancel()
+
+
 async def test_on_a_quiet_loop_it_works_in_short_slices_at_its_share() -> None:
     gaps: list[float] = []  # how long the loop was held between two turns of another task
 
@@ -36,12 +48,7 @@ async def test_on_a_quiet_loop_it_works_in_short_slices_at_its_share() -> None:
             gaps.append(now - last)
             last = now
 
-    running = asyncio.create_task(watcher())
-    await asyncio.sleep(0)
-    try:
-        took = await work(LoopShare(), 0.006)
-    finally:
-        running.cancel()
+    took = await work_beside(watcher(), 0.006)
     # 6 ms of work at a 15% share: about 40 ms, never more than a slice (0.2 ms) at once.
     assert 0.025 < took < 0.1
     assert max(gaps) < 0.004  # all at once: 6 ms
@@ -55,12 +62,7 @@ async def test_on_a_saturated_loop_it_keeps_its_share() -> None:
                 pass
             await asyncio.sleep(0)
 
-    running = asyncio.create_task(hog())
-    await asyncio.sleep(0)
-    try:
-        took = await work(LoopShare(), 0.02)
-    finally:
-        running.cancel()
+    took = await work_beside(hog(), 0.02)
     # 20 ms of work at about a 15% share: ~130 ms. In 0.2 ms slices, one per 4 ms turn of
     # the hog, it would take 400 ms.
     assert took < 0.3
